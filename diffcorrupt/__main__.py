@@ -1,0 +1,5 @@
+import sys
+
+from diffcorrupt.cli import main
+
+sys.exit(main())

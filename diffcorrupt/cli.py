@@ -1,0 +1,39 @@
+"""The ``diffcorrupt`` console script: ``diffcorrupt <job> [flags]`` runs ``diffcorrupt.<job>``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from diffcorrupt.config.loading import suggest
+
+JOBS = {
+    "corruption": "write and print the corruption manifest of a configured dataset",
+    "bench": "benchmarks that print one JSON line (data)",
+    "demo": "the end-to-end demo on the embedded Fashion-MNIST set",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: diffcorrupt <job> [flags]", "", "jobs:"]
+    lines += [f"  {name:<11} {text}" for name, text in JOBS.items()]
+    lines += ["", "`diffcorrupt <job> --help` lists a job's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    job, rest = argv[0], argv[1:]
+    if job not in JOBS:
+        print(f"diffcorrupt: error: unknown job '{job}'{suggest(job, JOBS)}; run `diffcorrupt --help` for the list", file=sys.stderr)
+        return 2
+    from diffcorrupt import jobs
+
+    return jobs.run(job, importlib.import_module(f"diffcorrupt.{job}").main, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The one schema every config preset starts from.
+
+Presets change values, never add keys: ``validate`` treats any key missing here as a typo. Keys that
+later stages fill in (models, training, checkpoints) are declared now so that every preset carries
+them from the start, as design.md's stable surface asks.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+CLASS_CORRUPTIONS = ("symmetric", "asymmetric")
+TEXT_CORRUPTIONS = ("swap",)
+CHOICES = {
+    "data.corruption.kind": CLASS_CORRUPTIONS + TEXT_CORRUPTIONS,
+    "data.corruption.mode": ("fixed", "random"),
+    "data.corruption.prior": ("empirical", "uniform"),
+    "model.cep.kind": ("none", "uniform", "gaussian"),
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a preset may set, with its default."""
+    config = ml_collections.ConfigDict()
+    # Seeds the data order, augmentation and (later) initialisation and sampling noise. The
+    # corruption has a seed of its own, so that one corrupted dataset can be trained with many seeds.
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    # fashion_mnist | captioned_shapes | synthetic | image_folder | caption_folder | latent_records
+    # | tfds:<builder name>, e.g. tfds:imagenet2012.
+    config.data.name = "fashion_mnist"
+    config.data.split = "train"
+    config.data.data_dir = ""  # '' means the source's own default location.
+    config.data.num_examples = 0  # Size of generated sources; 0 = the whole dataset elsewhere.
+    config.data.image_size = 32
+    config.data.channels = 1
+    config.data.random_flip = True
+    config.data.shuffle = True
+    config.data.num_epochs = 0  # 0 = repeat forever.
+    config.data.num_workers = 0  # grain worker processes; 0 reads in the main process.
+    config.data.num_threads = 4  # grain reader threads per process.
+    config.data.prefetch = 64  # elements buffered ahead per process.
+
+    config.data.corruption = ml_collections.ConfigDict()
+    config.data.corruption.kind = "symmetric"
+    config.data.corruption.ratio = 0.0
+    config.data.corruption.mode = "fixed"  # fixed: drawn once (the paper's main setting); random: per epoch.
+    config.data.corruption.seed = 0
+    config.data.corruption.prior = "empirical"  # distribution the new labels are drawn from.
+    # asymmetric only: '' = the dataset's default groups; 'a,b;c,d' = class ids; or a path to a JSON
+    # file holding a list of lists of class ids or names.
+    config.data.corruption.groups = ""
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "DiT-S/4"
+    config.model.cep = ml_collections.ConfigDict()
+    config.model.cep.kind = "none"
+    config.model.cep.gamma = 1.0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 100_000
+    config.train.batch_size = 256
+    config.train.lr = 1e-4
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 5_000
+    config.checkpoint.keep = 3
+
+    # Device mesh; one axis may be -1 for "all remaining devices". Batches split over data x fsdp.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
+    config.mesh.tensor = 1
+    return config

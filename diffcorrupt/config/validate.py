@@ -1,0 +1,110 @@
+"""Checks a config before any work starts, so that a mistake costs seconds, not a pod-hour.
+
+Each failure is one sentence naming the key and the fix. Dataset presence is checked here too (by
+the data registry), since a missing dataset found an hour into compilation is the costliest typo.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from diffcorrupt.config.loading import flat_keys, suggest
+from diffcorrupt.config.schema import CHOICES, CLASS_CORRUPTIONS, TEXT_CORRUPTIONS, base_config
+from diffcorrupt.errors import ConfigError
+from diffcorrupt.parallel.mesh import data_parallel_size
+
+_POSITIVE = ("data.image_size", "train.num_steps", "train.batch_size", "checkpoint.every_steps", "checkpoint.keep")
+_NON_NEGATIVE = ("data.num_examples", "data.num_epochs", "data.num_workers", "data.prefetch", "data.corruption.seed", "seed")
+
+
+def validate(
+    config: ml_collections.ConfigDict,
+    *,
+    num_devices: int | None = None,
+    process_count: int = 1,
+    check_data: bool = True,
+) -> None:
+    """Raises ``ConfigError`` (or ``DataError``) with one sentence at the first problem found."""
+    _check_keys_and_types(config)
+    _check_values(config)
+    if num_devices is not None:
+        _check_batch(config, num_devices, process_count)
+    if check_data:
+        from diffcorrupt.data.sources.registry import check_available, condition_of
+
+        check_available(config.data)
+        _check_corruption_fits(config, condition_of(config.data))
+
+
+def _check_keys_and_types(config: ml_collections.ConfigDict) -> None:
+    schema = flat_keys(base_config())
+    given = flat_keys(config)
+    for key, value in given.items():
+        if key not in schema:
+            raise ConfigError(
+                f"unknown config key '{key}'{suggest(key, schema)}; remove it or fix its name"
+            )
+        expected = type(schema[key])
+        if expected is float and type(value) is int:
+            continue
+        if type(value) is not expected:
+            raise ConfigError(
+                f"config key '{key}' must be a {expected.__name__}, got {value!r} "
+                f"({type(value).__name__}); set it to a {expected.__name__}"
+            )
+    for key in schema:
+        if key not in given:
+            raise ConfigError(f"config key '{key}' is missing; start presets from diffcorrupt.config.schema.base_config()")
+
+
+def _check_values(config: ml_collections.ConfigDict) -> None:
+    values = flat_keys(config)
+    for key, allowed in CHOICES.items():
+        if values[key] not in allowed:
+            raise ConfigError(
+                f"config key '{key}' is '{values[key]}'{suggest(str(values[key]), allowed)}; "
+                f"use one of {', '.join(allowed)}"
+            )
+    ratio = config.data.corruption.ratio
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(
+            f"config key 'data.corruption.ratio' is {ratio}, outside [0, 1); give the corrupted fraction, "
+            "e.g. 0.025 for 2.5%"
+        )
+    for key in _POSITIVE:
+        if values[key] <= 0:
+            raise ConfigError(f"config key '{key}' is {values[key]}; it must be positive")
+    for key in _NON_NEGATIVE:
+        if values[key] < 0:
+            raise ConfigError(f"config key '{key}' is {values[key]}; it must be zero or positive")
+    if config.data.channels not in (1, 3):
+        raise ConfigError(f"config key 'data.channels' is {config.data.channels}; use 1 (grey) or 3 (RGB)")
+    if config.data.num_threads <= 0:
+        raise ConfigError(f"config key 'data.num_threads' is {config.data.num_threads}; use at least 1 thread")
+    if config.model.cep.gamma < 0:
+        raise ConfigError(f"config key 'model.cep.gamma' is {config.model.cep.gamma}; it must be zero or positive")
+
+
+def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:
+    batch = config.train.batch_size
+    parallel = data_parallel_size(config.mesh, num_devices)
+    if batch % parallel:
+        raise ConfigError(
+            f"config key 'train.batch_size' is {batch}, not divisible by the data-parallel size {parallel} "
+            f"(mesh data x fsdp over {num_devices} devices); use a multiple of {parallel}"
+        )
+    if batch % process_count:
+        raise ConfigError(
+            f"config key 'train.batch_size' is {batch}, not divisible by the {process_count} processes; "
+            f"use a multiple of {process_count}"
+        )
+
+
+def _check_corruption_fits(config: ml_collections.ConfigDict, condition: str) -> None:
+    kind = config.data.corruption.kind
+    allowed = CLASS_CORRUPTIONS if condition == "class" else TEXT_CORRUPTIONS
+    if kind not in allowed:
+        raise ConfigError(
+            f"config key 'data.corruption.kind' is '{kind}', which does not apply to the {condition}-conditional "
+            f"dataset '{config.data.name}'; use one of {', '.join(allowed)}"
+        )

@@ -1,0 +1,86 @@
+"""The input pipeline: indices -> per-epoch shuffle -> repeat -> process shard -> read through the
+corruption -> preprocess -> per-process batch -> prefetching iterator with savable state.
+
+The pipeline moves example *indices* until the last moment: reading, corrupting and preprocessing
+happen after the process shard, on the (index, epoch) pair each position resolves to. That is the
+same data as corrupting the source before shuffling (the corruption is a pure function of index
+and epoch), but only the examples a process needs are ever read. Global batch k is positions
+[k * B, (k + 1) * B) of one global order, whatever the number of processes or workers, so the data
+seen does not depend on the topology; within a batch, process p holds positions p, p + P, ...
+"""
+
+from __future__ import annotations
+
+import grain
+import ml_collections
+
+from diffcorrupt.data.corruption.build import build_corruption
+from diffcorrupt.data.corruption.corrupted_source import CorruptedSource
+from diffcorrupt.data.keyed_random import derive_key
+from diffcorrupt.data.preprocess import Preprocess
+from diffcorrupt.data.sources.base import Element, Source
+from diffcorrupt.data.sources.registry import make_source
+from diffcorrupt.errors import ConfigError
+
+
+class _WithEpoch:
+    """Global position k of element i -> (i, epoch), before the process shard renumbers positions."""
+
+    def __init__(self, epoch_length: int):
+        self.epoch_length = epoch_length
+
+    def __call__(self, position: int, index: int) -> tuple[int, int]:
+        return index, position // self.epoch_length
+
+
+class _ReadExample:
+    def __init__(self, source: CorruptedSource, preprocess: Preprocess):
+        self.source = source
+        self.preprocess = preprocess
+
+    def __call__(self, index_epoch: tuple[int, int]) -> Element:
+        index, epoch = index_epoch
+        return self.preprocess(self.source.read(index, epoch), epoch)
+
+
+def corrupted_source(config: ml_collections.ConfigDict, source: Source | None = None) -> CorruptedSource:
+    """The configured dataset seen through its configured corruption."""
+    source = make_source(config.data) if source is None else source
+    return CorruptedSource(source, build_corruption(config.data.corruption, source))
+
+
+def make_dataset(
+    config: ml_collections.ConfigDict,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+    source: CorruptedSource | None = None,
+    batch_size: int | None = None,
+) -> grain.MapDataset:
+    """The per-process batched ``MapDataset`` (random access to any future batch)."""
+    data = config.data
+    source = corrupted_source(config) if source is None else source
+    global_batch = config.train.batch_size if batch_size is None else batch_size
+    if global_batch % process_count:
+        raise ConfigError(
+            f"batch size {global_batch} is not divisible by the {process_count} processes; use a multiple of {process_count}"
+        )
+    ds = grain.MapDataset.range(len(source))
+    if data.shuffle:
+        ds = ds.shuffle(seed=derive_key(config.seed, "pipeline/shuffle") % 2**32)
+    ds = ds.repeat(data.num_epochs or None)
+    ds = ds.map_with_index(_WithEpoch(len(source)))
+    ds = ds[process_index::process_count]
+    preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed)
+    ds = ds.map(_ReadExample(source, preprocess))
+    return ds.batch(global_batch // process_count, drop_remainder=True)
+
+
+def make_iterator(config: ml_collections.ConfigDict, dataset: grain.MapDataset | None = None, **kwargs) -> grain.DatasetIterator:
+    """A prefetching iterator (threads, and worker processes when configured) with get/set_state."""
+    data = config.data
+    dataset = make_dataset(config, **kwargs) if dataset is None else dataset
+    iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch))
+    if data.num_workers > 0:
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+    return iter(iter_ds)

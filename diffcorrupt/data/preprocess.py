@@ -1,0 +1,68 @@
+"""Per-example preprocessing: ADM centre crop and resize, channel conversion, keyed flip, [-1, 1].
+
+The crop follows guided-diffusion's ``center_crop_arr`` (halve with a box filter while the short
+side is at least twice the target, then bicubic-resize the short side to the target, then crop the
+centre), the protocol the FID numbers of the field are computed under. The flip is keyed by
+(seed, index, epoch), so it does not depend on which worker or process reads the example.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from diffcorrupt.data.keyed_random import derive_key, keyed_uniform
+from diffcorrupt.data.sources.base import Element
+
+
+def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 HWC -> uint8 (size, size, C), guided-diffusion's centre crop."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    while min(pil.size) >= 2 * size:
+        pil = pil.resize(tuple(x // 2 for x in pil.size), resample=Image.BOX)
+    scale = size / min(pil.size)
+    pil = pil.resize(tuple(round(x * scale) for x in pil.size), resample=Image.BICUBIC)
+    array = np.asarray(pil)
+    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
+    array = array[top:top + size, left:left + size]
+    return array[..., None] if array.ndim == 2 else array
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Grey <-> RGB with the ITU-R 601 luma weights that PIL's 'L' mode uses."""
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.round(luma).astype(np.uint8)[..., None]
+
+
+class Preprocess:
+    """Picklable element transform for grain (worker processes import it by reference)."""
+
+    def __init__(self, image_size: int, channels: int, random_flip: bool, seed: int):
+        self.image_size = image_size
+        self.channels = channels
+        self.random_flip = random_flip
+        self._flip_key = derive_key(seed, "preprocess/flip")
+
+    def flips(self, index: int, epoch: int) -> bool:
+        return self.random_flip and keyed_uniform(self._flip_key, index, epoch) < 0.5
+
+    def __call__(self, element: Element, epoch: int) -> Element:
+        element = dict(element)
+        flip = self.flips(element["index"], epoch)
+        if "latent" in element:  # pre-encoded: already at size; a flip mirrors the latent's width
+            latent = np.asarray(element["latent"], np.float32)
+            element["latent"] = latent[:, ::-1] if flip else latent
+        else:
+            image = convert_channels(center_crop_resize(element["image"], self.image_size), self.channels)
+            if flip:
+                image = image[:, ::-1]
+            element["image"] = image.astype(np.float32) / 127.5 - 1.0
+        element["epoch"] = epoch
+        element["flipped"] = flip
+        return element

@@ -1,0 +1,46 @@
+"""What every job entry point shares: flag parsing with config overrides, and one-sentence errors.
+
+Each job is ``python -m diffcorrupt.<job>`` and ``diffcorrupt <job>``, with the same flags. Flags are
+plain argparse (no global registry, so the demo and the tests can run several jobs in one process);
+``--config=path.py[:preset]`` names the config and ``--config.<key>=<value>`` overrides its keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+import ml_collections
+
+from diffcorrupt.config.loading import load_config
+from diffcorrupt.errors import UserError
+
+_OVERRIDE = "--config."
+
+
+class JobParser(argparse.ArgumentParser):
+    def __init__(self, job: str, description: str, config: bool = True):
+        super().__init__(prog=f"diffcorrupt {job}", description=description)
+        if config:
+            self.add_argument("--config", required=True, help="configs/<name>.py[:<preset>]")
+
+    def parse_job(self, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+        """(flags, config overrides as 'key=value')."""
+        overrides = [arg[len(_OVERRIDE):] for arg in argv if arg.startswith(_OVERRIDE)]
+        flags = self.parse_args([arg for arg in argv if not arg.startswith(_OVERRIDE)])
+        return flags, overrides
+
+    def parse_with_config(self, argv: Sequence[str]) -> tuple[argparse.Namespace, ml_collections.ConfigDict]:
+        flags, overrides = self.parse_job(argv)
+        return flags, load_config(flags.config, overrides)
+
+
+def run(job: str, main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """Runs a job's main, turning a ``UserError`` into one line on stderr and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(main(argv) or 0)
+    except UserError as err:
+        print(f"diffcorrupt {job}: error: {err}", file=sys.stderr)
+        return 2
