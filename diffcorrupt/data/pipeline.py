@@ -1,10 +1,11 @@
-"""The input pipeline: indices -> per-epoch shuffle -> repeat -> process shard -> read through the
-corruption -> preprocess -> per-process batch -> prefetching iterator with savable state.
+"""The input pipeline: indices -> per-epoch shuffle -> repeat -> process shard -> per-process batch
+of (index, epoch) -> read through the corruption and preprocess -> prefetching iterator with state.
 
 The pipeline moves example *indices* until the last moment: reading, corrupting and preprocessing
-happen after the process shard, on the (index, epoch) pair each position resolves to. That is the
-same data as corrupting the source before shuffling (the corruption is a pure function of index
-and epoch), but only the examples a process needs are ever read. Global batch k is positions
+happen after the process shard, one batch at a time, on the (index, epoch) pairs the positions
+resolve to. That is the same data as corrupting the source before shuffling (the corruption is a
+pure function of index and epoch), but only the examples a process needs are ever read, and the
+corruption of a whole batch is one vectorised call instead of a Python call per example. Global batch k is positions
 [k * B, (k + 1) * B) of one global order, whatever the number of processes or workers, so the data
 seen does not depend on the topology; within a batch, process p holds positions p, p + P, ...
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import grain
 import ml_collections
+import numpy as np
 
 from diffcorrupt.data.corruption.build import build_corruption
 from diffcorrupt.data.corruption.corrupted_source import CorruptedSource
 from diffcorrupt.data.keyed_random import derive_key
 from diffcorrupt.data.preprocess import Preprocess
-from diffcorrupt.data.sources.base import Element, Source
+from diffcorrupt.data.sources.base import Source
 from diffcorrupt.data.sources.registry import make_source
 from diffcorrupt.errors import ConfigError
 
@@ -33,14 +35,18 @@ class _WithEpoch:
         return index, position // self.epoch_length
 
 
-class _ReadExample:
+class _LoadBatch:
+    """(indices, epochs) of one per-process batch -> the batch, every field stacked."""
+
     def __init__(self, source: CorruptedSource, preprocess: Preprocess):
         self.source = source
         self.preprocess = preprocess
 
-    def __call__(self, index_epoch: tuple[int, int]) -> Element:
-        index, epoch = index_epoch
-        return self.preprocess(self.source.read(index, epoch), epoch)
+    def __call__(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        indices, epochs = batch
+        elements = self.source.read_many(indices, epochs)
+        elements = [self.preprocess(element, int(epoch)) for element, epoch in zip(elements, epochs)]
+        return {key: np.asarray([element[key] for element in elements]) for key in elements[0]}
 
 
 def corrupted_source(config: ml_collections.ConfigDict, source: Source | None = None) -> CorruptedSource:
@@ -71,9 +77,9 @@ def make_dataset(
     ds = ds.repeat(data.num_epochs or None)
     ds = ds.map_with_index(_WithEpoch(len(source)))
     ds = ds[process_index::process_count]
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
     preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed)
-    ds = ds.map(_ReadExample(source, preprocess))
-    return ds.batch(global_batch // process_count, drop_remainder=True)
+    return ds.map(_LoadBatch(source, preprocess))
 
 
 def make_iterator(config: ml_collections.ConfigDict, dataset: grain.MapDataset | None = None, **kwargs) -> grain.DatasetIterator:
