@@ -6,7 +6,6 @@ import math
 
 import jax
 import ml_collections
-import numpy as np
 
 from diffcorrupt.errors import ConfigError
 
@@ -48,8 +47,8 @@ def data_parallel_size(mesh_config: ml_collections.ConfigDict, num_devices: int)
 
 
 def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
-    """The mesh over ``devices`` (default: all), in the config's axis sizes."""
+    """The mesh over ``devices`` (default: all) in the config's axis sizes, laid out by JAX to
+    follow the physical topology (ICI rings on TPU)."""
     devices = jax.devices() if devices is None else list(devices)
     sizes = mesh_shape(mesh_config, len(devices))
-    grid = np.asarray(devices).reshape([sizes[axis] for axis in MESH_AXES])
-    return jax.sharding.Mesh(grid, MESH_AXES)
+    return jax.make_mesh(tuple(sizes[axis] for axis in MESH_AXES), MESH_AXES, devices=devices)
