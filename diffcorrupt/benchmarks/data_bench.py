@@ -19,18 +19,28 @@ from diffcorrupt.data.corruption.label_flip import LabelFlip
 from diffcorrupt.data.pipeline import make_iterator
 
 
-def per_index_seconds(num_examples: int, calls: int = 20_000) -> dict[str, float]:
-    """Seconds to decide one index's corruption (label flip and caption swap) at ratio 0.1."""
+def per_index_seconds(num_examples: int, calls: int = 20_000, batch: int = 256) -> dict[str, float]:
+    """Seconds to decide one index's corruption at ratio 0.1 (1000 classes for label flips): one
+    index at a time (``observe_one`` / ``partner_one``), and per index within a batch of ``batch``
+    (the vectorised form the pipeline uses)."""
     flip = LabelFlip(num_examples=num_examples, num_classes=1000, ratio=0.1, seed=0, mode="fixed",
                      prior=np.full(1000, 1e-3))
     swap = CaptionSwap(num_examples=num_examples, ratio=0.1, seed=0, mode="fixed")
-    indices = [(i * 2_654_435_761) % num_examples for i in range(calls)]
+    indices = (np.arange(calls, dtype=np.int64) * 2_654_435_761) % num_examples
+    labels = indices % 1000
+    cases = {
+        "label_flip": lambda i: flip.observe_one(i, 7),
+        "caption_swap": swap.partner_one,
+        "label_flip_batched": lambda k: flip.observe(indices[k:k + batch], labels[k:k + batch]),
+        "caption_swap_batched": lambda k: swap.partners(indices[k:k + batch]),
+    }
     out = {}
-    for name, call in (("label_flip", lambda i: flip.observe_one(i, 7)), ("caption_swap", swap.partner_one)):
+    for name, call in cases.items():
         call(0)  # builds the permutation
+        arguments = range(0, calls, batch) if name.endswith("batched") else indices.tolist()
         start = time.perf_counter()
-        for i in indices:
-            call(i)
+        for argument in arguments:
+            call(argument)
         out[name] = (time.perf_counter() - start) / calls
     return out
 

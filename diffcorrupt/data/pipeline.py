@@ -61,12 +61,11 @@ def make_dataset(
     process_index: int = 0,
     process_count: int = 1,
     source: CorruptedSource | None = None,
-    batch_size: int | None = None,
 ) -> grain.MapDataset:
     """The per-process batched ``MapDataset`` (random access to any future batch)."""
     data = config.data
     source = corrupted_source(config) if source is None else source
-    global_batch = config.train.batch_size if batch_size is None else batch_size
+    global_batch = config.train.batch_size
     if global_batch % process_count:
         raise ConfigError(
             f"batch size {global_batch} is not divisible by the {process_count} processes; use a multiple of {process_count}"

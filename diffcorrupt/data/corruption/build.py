@@ -28,8 +28,8 @@ def build_corruption(corruption_config: ml_collections.ConfigDict, source: Sourc
         )
     assert isinstance(source, ClassSource)
     groups = parse_groups(cfg.groups, source) if cfg.kind == "asymmetric" else None
-    # Labels are read (without images) only when the draw or the eligibility needs them.
-    needs_labels = cfg.ratio > 0 and (cfg.prior == "empirical" or groups is not None)
+    # Labels are read (without images) only when the eligibility or the draw needs them.
+    needs_labels = groups is not None or (cfg.ratio > 0 and cfg.prior == "empirical")
     labels = source.labels() if needs_labels else None
     if cfg.prior == "empirical" and labels is not None:
         prior = np.bincount(labels, minlength=source.num_classes) / len(labels)

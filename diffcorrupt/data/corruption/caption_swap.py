@@ -8,10 +8,9 @@ construction (i's partner's partner is i), O(1) per index, and never pairs an ex
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from diffcorrupt.data.corruption.counts import corrupted_count
 from diffcorrupt.data.keyed_random import derive_key, keyed_bits
 from diffcorrupt.data.permutation import KeyedPermutation
 
@@ -22,7 +21,7 @@ class CaptionSwap:
         self.ratio = float(ratio)
         self.seed = int(seed)
         self.mode = mode
-        corrupted = math.floor(self.ratio * self.num_examples)
+        corrupted = corrupted_count(self.ratio, self.num_examples)
         self.num_corrupted = corrupted - corrupted % 2
         self._perm_key = derive_key(seed, "caption_swap/permutation")
         self._perms: dict[int, KeyedPermutation] = {}

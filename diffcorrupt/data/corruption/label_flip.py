@@ -6,16 +6,19 @@ corruption T = K = floor(ratio * N), so exactly K examples flip. For asymmetric 
 position of the K-th eligible example (K = floor(ratio * eligible)), found once by one vectorised
 pass over the labels, so again exactly K flip. The new label is an inverse-CDF draw, keyed by
 (seed, i, epoch), from the class prior restricted to the example's group with its own class left
-out. Everything per index is O(1); the mode `random` keys the permutation and draws by epoch.
+out: a uniform u is scaled onto the group's cumulative prior with the true class's interval cut
+out, so one table of O(classes) serves every class (no classes x classes table) and a whole batch
+is one ``searchsorted``. Everything per index is O(1); the mode `random` keys the permutation and
+the draws by epoch.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 
 import numpy as np
 
+from diffcorrupt.data.corruption.counts import corrupted_count
 from diffcorrupt.data.keyed_random import derive_key, keyed_bits, keyed_uniform
 from diffcorrupt.data.permutation import KeyedPermutation
 
@@ -44,25 +47,41 @@ class LabelFlip:
         self._perm_key = derive_key(seed, "label_flip/permutation")
         self._draw_key = derive_key(seed, "label_flip/new_label")
         self._group_of = np.full(num_classes, -1, np.int64)
-        self._candidates: list[np.ndarray] = [np.empty(0, np.int64)] * num_classes
-        self._cdf: list[list[float]] = [[]] * num_classes
-        for g, group in enumerate(groups):
-            self._group_of[group] = g
-            for y in group:
-                candidates = np.array([c for c in group if c != y], np.int64)
-                weights = np.asarray(prior, np.float64)[candidates]
-                if weights.sum() <= 0:  # the prior gives the whole group no mass: fall back to uniform
-                    weights = np.ones_like(weights)
-                self._candidates[y] = candidates
-                self._cdf[y] = (np.cumsum(weights) / weights.sum()).tolist()
+        self._build_draw_table(groups, np.asarray(prior, np.float64))
         if self.symmetric:
             self._eligible_index = None
             self.num_eligible = self.num_examples
         else:
             self._eligible_index = np.flatnonzero(self._group_of[np.asarray(labels)] >= 0)
             self.num_eligible = len(self._eligible_index)
-        self.num_corrupted = math.floor(self.ratio * self.num_eligible)
+        self.num_corrupted = corrupted_count(self.ratio, self.num_eligible)
         self._per_epoch: dict[int, tuple[KeyedPermutation, int]] = {}
+
+    def _build_draw_table(self, groups: list[list[int]], prior: np.ndarray) -> None:
+        """Per group, its members and their cumulative prior (offset by the group id, so all
+        groups share one sorted table); per class, its weight, the mass before it, its group's
+        size and start in the table, and its position in the group. Kept as Python lists for the
+        per-element path and as arrays for the batched one, which compute the same floats."""
+        members, cumulative = [], []
+        per_class = np.zeros((5, self.num_classes))
+        for g, group in enumerate(groups):
+            weights = prior[group]
+            if any(weights.sum() - w <= 0 for w in weights):  # a class could not flip: use uniform
+                weights = np.ones(len(group))
+            weights = weights / weights.sum()
+            cum = np.cumsum(weights)
+            for position, c in enumerate(group):
+                before = cum[position - 1] if position else 0.0
+                per_class[:, c] = (weights[position], before, len(group), len(members), position)
+            self._group_of[group] = g
+            members += group
+            cumulative += (g + cum).tolist()
+        self._members, self._members_array = members, np.asarray(members, np.int64)
+        self._cumulative, self._cumulative_array = cumulative, np.asarray(cumulative)
+        self._group_list = self._group_of.tolist()
+        weight, before, size, start, position = per_class
+        self._per_class = (weight.tolist(), before.tolist(), size.astype(int).tolist(),
+                           start.astype(int).tolist(), position.astype(int).tolist())
 
     def _epoch(self, epoch: int) -> tuple[KeyedPermutation, int]:
         """The permutation and threshold in force for an epoch (one for all epochs when fixed)."""
@@ -85,8 +104,14 @@ class LabelFlip:
         if perm(index) >= threshold:
             return label, False
         u = keyed_uniform(self._draw_key, index, epoch if self.mode == "random" else 0)
-        cdf = self._cdf[label]
-        return int(self._candidates[label][min(bisect.bisect_right(cdf, u), len(cdf) - 1)]), True
+        weight, before, size, start, position = (table[label] for table in self._per_class)
+        v = u * (1.0 - weight)
+        if v >= before:
+            v += weight
+        j = min(bisect.bisect_right(self._cumulative, self._group_list[label] + v) - start, size - 1)
+        if j == position:  # only by rounding at an interval's edge: take the neighbour
+            j = position - 1 if position == size - 1 else position + 1
+        return self._members[start + j], True
 
     def observe(self, indices: np.ndarray, labels: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised ``observe_one``: (observed labels, corrupted mask)."""
@@ -97,11 +122,16 @@ class LabelFlip:
             return observed, np.zeros(len(labels), bool)
         perm, threshold = self._epoch(epoch)
         corrupted = (self._group_of[labels] >= 0) & (perm(indices) < threshold)
-        u = keyed_uniform(self._draw_key, indices, epoch if self.mode == "random" else 0)
-        for y in np.unique(labels[corrupted]):
-            rows = corrupted & (labels == y)
-            j = np.searchsorted(self._cdf[y], u[rows], side="right")
-            observed[rows] = self._candidates[y][np.minimum(j, len(self._cdf[y]) - 1)]
+        rows = np.flatnonzero(corrupted)
+        y = labels[rows]
+        u = keyed_uniform(self._draw_key, indices[rows], epoch if self.mode == "random" else 0)
+        weight, before, size, start, position = (np.asarray(table)[y] for table in self._per_class)
+        v = u * (1.0 - weight)
+        v = np.where(v >= before, v + weight, v)
+        j = np.searchsorted(self._cumulative_array, self._group_of[y] + v, side="right") - start
+        j = np.minimum(j, size - 1)
+        j = np.where(j == position, np.where(position == size - 1, position - 1, position + 1), j)
+        observed[rows] = self._members_array[start + j]
         return observed, corrupted
 
     def describe(self) -> dict:

@@ -11,6 +11,7 @@ from diffcorrupt.errors import ConfigError, DataError
 NAMES = ("fashion_mnist", "captioned_shapes", "synthetic", "image_folder", "caption_folder", "latent_records")
 TFDS_PREFIX = "tfds:"
 _TEXT = ("captioned_shapes", "caption_folder")
+_GENERATED = ("captioned_shapes", "synthetic")
 
 
 def _check_name(name: str) -> None:
@@ -18,6 +19,14 @@ def _check_name(name: str) -> None:
         raise ConfigError(
             f"config key 'data.name' is '{name}'{suggest(name, NAMES)}; use one of {', '.join(NAMES)} "
             f"or {TFDS_PREFIX}<builder name>"
+        )
+
+
+def _check_size_key(data: ml_collections.ConfigDict) -> None:
+    if data.num_examples and data.name not in _GENERATED:
+        raise ConfigError(
+            f"config key 'data.num_examples' is {data.num_examples}, but '{data.name}' has a fixed size; "
+            f"leave it 0 (it sizes only the generated datasets {', '.join(_GENERATED)})"
         )
 
 
@@ -30,6 +39,7 @@ def _need_size(data: ml_collections.ConfigDict) -> int:
 def make_source(data: ml_collections.ConfigDict) -> Source:
     """Opens the configured dataset (split, folder or size as the config says)."""
     _check_name(data.name)
+    _check_size_key(data)
     if data.name == "fashion_mnist":
         from diffcorrupt.data.sources.fashion_mnist import FashionMnistSource
 
@@ -82,6 +92,7 @@ def condition_of(data: ml_collections.ConfigDict) -> str:
 def check_available(data: ml_collections.ConfigDict) -> None:
     """Raises ``DataError`` with the fix when the dataset cannot be opened; cheap where it can be."""
     _check_name(data.name)
+    _check_size_key(data)
     if data.name == "fashion_mnist":
         from diffcorrupt.data.sources.fashion_mnist import locate
 
