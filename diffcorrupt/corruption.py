@@ -46,12 +46,14 @@ def write_manifest(out: pathlib.Path, config: ml_collections.ConfigDict, summary
     path = out / MANIFEST
     if path.exists():
         try:
-            previous = json.loads(path.read_text()).get("summary", {}).get("config_hash")
+            previous = json.loads(path.read_text()).get("summary", {})
         except json.JSONDecodeError:
-            previous = "unreadable"
-        if previous != summary["config_hash"]:
+            previous = {"config_hash": "unreadable"}
+        mine = (summary["config_hash"], summary["epoch"])
+        if (previous.get("config_hash"), previous.get("epoch")) != mine:
             raise UserError(
-                f"'{path}' holds the manifest of another config ({previous}); choose another --out or remove it"
+                f"'{path}' holds the manifest of another config or epoch (config {previous.get('config_hash')}, "
+                f"epoch {previous.get('epoch')}); choose another --out or remove it"
             )
     if indices is not None:
         np.save(out / INDICES, indices)

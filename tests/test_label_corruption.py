@@ -2,6 +2,7 @@
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -17,6 +18,11 @@ from diffcorrupt.errors import ConfigError
 
 SIZES = (1, 7, 100, 1000, 12345)
 RATIOS = (0.0, 0.025, 0.075, 0.2, 0.5, 0.99)
+
+
+def corrupted_count(ratio, n):
+    """floor(ratio * n) with the ratio read as the decimal it is written as (0.29 * 100 = 29, not 28)."""
+    return math.floor(Fraction(repr(float(ratio))) * n)
 
 
 def corruption_config(**values):
@@ -48,6 +54,7 @@ def test_symmetric_exact_count(n, ratio):
     corruption = build_corruption(corruption_config(kind="symmetric", ratio=ratio, seed=3), source)
     labels, observed, corrupted = observe_all(corruption, source)
     expected = math.floor(ratio * n)
+    assert expected == corrupted_count(ratio, n)  # no binary rounding surprise for these pairs
     assert corruption.num_corrupted == expected
     assert int(corrupted.sum()) == expected
     assert corruption.describe()["num_corrupted"] == expected
@@ -64,10 +71,10 @@ def test_count_is_the_decimal_floor_of_ratio_times_n(n, ratio):
     The configs document e.g. 'floor(0.075 * 60000) = 4500', i.e. the fraction of the decimal ratio the
     user wrote; a ratio that is an exact multiple of 1/N should corrupt exactly ratio * N examples.
     """
-    from fractions import Fraction
-
     corruption = LabelFlip(num_examples=n, num_classes=10, ratio=ratio, seed=0, mode="fixed", prior=np.full(10, 0.1))
-    assert corruption.num_corrupted == math.floor(Fraction(str(ratio)) * n)
+    assert corruption.num_corrupted == corrupted_count(ratio, n)
+    observed, corrupted = corruption.observe(np.arange(n), np.arange(n) % 10)
+    assert corrupted.sum() == corrupted_count(ratio, n)
 
 
 @pytest.mark.parametrize("kind,mode", [("symmetric", "fixed"), ("symmetric", "random"), ("asymmetric", "fixed")])
@@ -202,6 +209,111 @@ def test_zero_prior_class_is_never_drawn():
     assert np.all(observed[corrupted & (labels == 0)] == 1)
     assert np.all(observed[corrupted & (labels == 1)] == 0)
     assert set(observed[corrupted].tolist()) <= {0, 1}
+
+
+def _check_aggregate_distribution(true, new, prior, allowed_of, num_classes):
+    """Pooled over all corrupted examples: the count of each new label c is the sum over examples
+    of P(c | y_i) = prior[c] / prior[allowed(y_i)].sum(); every cell within 5 standard errors."""
+    expected = np.zeros(num_classes)
+    variance = np.zeros(num_classes)
+    for y in np.unique(true):
+        allowed = np.asarray(allowed_of(int(y)))
+        p = np.zeros(num_classes)
+        p[allowed] = prior[allowed] / prior[allowed].sum()
+        m = int(np.sum(true == y))
+        expected += m * p
+        variance += m * p * (1 - p)
+    counts = np.bincount(new, minlength=num_classes)
+    bad = np.flatnonzero(np.abs(counts - expected) > 5 * np.sqrt(variance) + 2)
+    assert len(bad) == 0, (bad[:10], counts[bad[:10]], expected[bad[:10]])
+
+
+def test_many_classes_zipf_prior():
+    """1000 classes (ImageNet-sized) with a Zipf prior: paths agree, never own class, prior followed."""
+    k = 1000
+    prior = 1.0 / np.arange(1, k + 1)
+    prior /= prior.sum()
+    n = 150_000
+    labels = np.random.default_rng(3).choice(k, size=n, p=prior).astype(np.int64)
+    corruption = LabelFlip(num_examples=n, num_classes=k, ratio=0.6, seed=12, mode="fixed", prior=prior)
+    observed, corrupted = corruption.observe(np.arange(n), labels)
+    assert corrupted.sum() == corrupted_count(0.6, n)
+    assert np.all(observed[corrupted] != labels[corrupted])
+    assert np.all((observed >= 0) & (observed < k))
+    for i in range(0, n, 397):
+        assert corruption.observe_one(i, int(labels[i])) == (int(observed[i]), bool(corrupted[i]))
+    _check_aggregate_distribution(
+        labels[corrupted], observed[corrupted], prior, lambda y: [c for c in range(k) if c != y], k
+    )
+    # from the most frequent class, the second one takes its prior share
+    from_0 = observed[corrupted & (labels == 0)]
+    p1 = prior[1] / (1 - prior[0])
+    assert abs(np.mean(from_0 == 1) - p1) < 5 * np.sqrt(p1 * (1 - p1) / len(from_0))
+
+
+def test_many_groups_stay_within_their_group():
+    """Asymmetric with many groups of different sizes (the shared draw table is offset per group)."""
+    k = 600
+    rng = np.random.default_rng(4)
+    order = rng.permutation(k)
+    sizes = rng.integers(2, 25, size=60)
+    groups, start = [], 0
+    for size in sizes:
+        if start + size > 500:
+            break
+        groups.append(sorted(order[start:start + size].tolist()))
+        start += size
+    prior = rng.gamma(0.5, size=k)
+    prior /= prior.sum()
+    n = 120_000
+    labels = rng.integers(0, k, size=n)
+    corruption = LabelFlip(
+        num_examples=n, num_classes=k, ratio=0.7, seed=2, mode="fixed", prior=prior, groups=groups, labels=labels
+    )
+    observed, corrupted = corruption.observe(np.arange(n), labels)
+    group_of = np.full(k, -1)
+    for g, group in enumerate(groups):
+        group_of[group] = g
+    eligible = group_of[labels] >= 0
+    assert corruption.num_eligible == eligible.sum()
+    assert corrupted.sum() == corrupted_count(0.7, int(eligible.sum()))
+    assert not np.any(corrupted & ~eligible)
+    assert np.all(observed[corrupted] != labels[corrupted])
+    assert np.array_equal(group_of[observed[corrupted]], group_of[labels[corrupted]])
+    for i in range(0, n, 293):
+        assert corruption.observe_one(i, int(labels[i])) == (int(observed[i]), bool(corrupted[i]))
+    _check_aggregate_distribution(
+        labels[corrupted], observed[corrupted], prior,
+        lambda y: [c for c in groups[group_of[y]] if c != y], k,
+    )
+
+
+def test_dominant_class_prior():
+    """The true class holds almost all the prior mass: the rest is still drawn in proportion."""
+    prior = np.array([1 - 4.5e-6, 1.0e-6, 2.0e-6, 1.5e-6])
+    n = 40_000
+    labels = np.zeros(n, np.int64)
+    corruption = LabelFlip(num_examples=n, num_classes=4, ratio=0.9, seed=5, mode="fixed", prior=prior)
+    observed, corrupted = corruption.observe(np.arange(n), labels)
+    assert np.all(observed[corrupted] != 0)
+    _check_conditional_distribution(labels[corrupted], observed[corrupted], prior, lambda y: [1, 2, 3])
+    for i in range(0, n, 101):
+        assert corruption.observe_one(i, 0) == (int(observed[i]), bool(corrupted[i]))
+
+
+def test_class_that_could_not_flip_under_prior_still_flips_elsewhere():
+    """prior [1, 0, 0]: class 0 has nowhere to go under the prior; it must still change class."""
+    prior = np.array([1.0, 0.0, 0.0])
+    n = 3000
+    labels = np.arange(n) % 3
+    corruption = LabelFlip(num_examples=n, num_classes=3, ratio=0.9, seed=5, mode="fixed", prior=prior)
+    observed, corrupted = corruption.observe(np.arange(n), labels)
+    assert corrupted.sum() == 2700
+    assert np.all(observed[corrupted] != labels[corrupted])
+    assert np.all((observed >= 0) & (observed < 3))
+    assert set(observed[corrupted & (labels == 0)].tolist()) <= {1, 2}
+    for i in range(0, n, 7):
+        assert corruption.observe_one(i, int(labels[i])) == (int(observed[i]), bool(corrupted[i]))
 
 
 # ---------------------------------------------------------------- asymmetric

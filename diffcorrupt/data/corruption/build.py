@@ -27,6 +27,11 @@ def build_corruption(corruption_config: ml_collections.ConfigDict, source: Sourc
             f"config key 'data.corruption.kind' is '{cfg.kind}', but class labels take 'symmetric' or 'asymmetric'"
         )
     assert isinstance(source, ClassSource)
+    if source.num_classes < 2 and cfg.ratio > 0:
+        raise ConfigError(
+            f"config key 'data.corruption.ratio' is {cfg.ratio}, but the dataset has {source.num_classes} class "
+            "and a label can only flip to another class; set the ratio to 0 or use a dataset with more classes"
+        )
     groups = parse_groups(cfg.groups, source) if cfg.kind == "asymmetric" else None
     # Labels are read (without images) only when the eligibility or the draw needs them.
     needs_labels = groups is not None or (cfg.ratio > 0 and cfg.prior == "empirical")
