@@ -15,6 +15,7 @@ from __future__ import annotations
 import grain
 import ml_collections
 import numpy as np
+from absl import flags
 
 from diffcorrupt.data.corruption.build import build_corruption
 from diffcorrupt.data.corruption.corrupted_source import CorruptedSource
@@ -75,6 +76,8 @@ def make_dataset(
         ds = ds.shuffle(seed=derive_key(config.seed, "pipeline/shuffle") % 2**32)
     ds = ds.repeat(data.num_epochs or None)
     ds = ds.map_with_index(_WithEpoch(len(source)))
+    if data.num_epochs:  # whole global batches only, so every process serves the same steps
+        ds = ds[: len(ds) // global_batch * global_batch]
     ds = ds[process_index::process_count]
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed)
@@ -87,5 +90,8 @@ def make_iterator(config: ml_collections.ConfigDict, dataset: grain.MapDataset |
     dataset = make_dataset(config, **kwargs) if dataset is None else dataset
     iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch))
     if data.num_workers > 0:
+        # grain's workers read absl flags; jobs parse theirs with argparse, so absl's stay unparsed.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
     return iter(iter_ds)
