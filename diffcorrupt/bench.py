@@ -1,6 +1,6 @@
 """``diffcorrupt bench <what>``: benchmarks that print one JSON line each.
 
-  diffcorrupt bench data [--batch_size=256] [--num_batches=40] [--repeats=3] [--num_workers=0]
+  diffcorrupt bench data [--batch_size=256] [--num_batches=100] [--repeats=5] [--num_workers=0]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def main(argv: list[str]) -> int:
     what, rest = argv[0], argv[1:]
     parser = jobs.JobParser(f"bench {what}", "input-pipeline throughput and per-index corruption cost", config=False)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--num_batches", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num_batches", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--num_workers", type=int, default=0)
     flags = parser.parse_args(rest)
     from diffcorrupt.benchmarks import data_bench
