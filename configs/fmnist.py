@@ -11,6 +11,7 @@ embedded 10k fallback), and a flip matrix with an all-zero diagonal.
 """
 
 from diffcorrupt.config.loading import select_preset
+from diffcorrupt.config.presets import small_scale, smoke
 from diffcorrupt.config.schema import base_config
 
 
@@ -19,19 +20,12 @@ def _default(config):
     config.data.image_size = 32
     config.data.channels = 1
     config.data.corruption.kind = "symmetric"
-    config.model.name = "DiT-S/4"
-    config.train.batch_size = 128
-    config.train.num_steps = 20_000
-    config.train.lr = 2e-4
-    config.checkpoint.every_steps = 1_000
+    small_scale(config)
 
 
 def _tiny(config):
     _default(config)
-    config.train.batch_size = 16
-    config.train.num_steps = 20
-    config.checkpoint.every_steps = 10
-    config.checkpoint.keep = 2
+    smoke(config)
 
 
 def get_config(arg=None):

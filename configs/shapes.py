@@ -13,6 +13,7 @@ Horizontal flips are off: they would contradict "on the left" / "on the right".
 """
 
 from diffcorrupt.config.loading import select_preset
+from diffcorrupt.config.presets import small_scale, smoke
 from diffcorrupt.config.schema import base_config
 
 
@@ -23,20 +24,13 @@ def _default(config):
     config.data.channels = 3
     config.data.random_flip = False
     config.data.corruption.kind = "swap"
-    config.model.name = "DiT-S/4"
-    config.train.batch_size = 128
-    config.train.num_steps = 20_000
-    config.train.lr = 2e-4
-    config.checkpoint.every_steps = 1_000
+    small_scale(config)
 
 
 def _tiny(config):
     _default(config)
+    smoke(config)
     config.data.num_examples = 2_000
-    config.train.batch_size = 16
-    config.train.num_steps = 20
-    config.checkpoint.every_steps = 10
-    config.checkpoint.keep = 2
 
 
 def get_config(arg=None):

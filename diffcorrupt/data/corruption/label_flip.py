@@ -80,12 +80,16 @@ class LabelFlip:
         self._cumulative, self._cumulative_array = cumulative, np.asarray(cumulative)
         self._group_list = self._group_of.tolist()
         weight, before, size, start, position = per_class
-        self._per_class = (weight.tolist(), before.tolist(), size.astype(int).tolist(),
-                           start.astype(int).tolist(), position.astype(int).tolist())
+        self._per_class_array = (weight, before, size.astype(np.int64), start.astype(np.int64), position.astype(np.int64))
+        self._per_class = tuple(table.tolist() for table in self._per_class_array)
+
+    def _effective(self, epoch: int) -> int:
+        """The epoch that keys the draws: every epoch shares epoch 0's when the mode is fixed."""
+        return epoch if self.mode == "random" else 0
 
     def _epoch(self, epoch: int) -> tuple[KeyedPermutation, int]:
-        """The permutation and threshold in force for an epoch (one for all epochs when fixed)."""
-        epoch = epoch if self.mode == "random" else 0
+        """The permutation and threshold in force for an epoch."""
+        epoch = self._effective(epoch)
         if epoch not in self._per_epoch:
             perm = KeyedPermutation(self.num_examples, keyed_bits(self._perm_key, epoch))
             if self.symmetric or self.num_corrupted == 0:
@@ -98,12 +102,12 @@ class LabelFlip:
 
     def observe_one(self, index: int, label: int, epoch: int = 0) -> tuple[int, bool]:
         """(observed label, corrupted?) of one example."""
-        if self.num_corrupted == 0 or self._group_of[label] < 0:
+        if self.num_corrupted == 0 or self._group_list[label] < 0:
             return label, False
         perm, threshold = self._epoch(epoch)
         if perm(index) >= threshold:
             return label, False
-        u = keyed_uniform(self._draw_key, index, epoch if self.mode == "random" else 0)
+        u = keyed_uniform(self._draw_key, index, self._effective(epoch))
         weight, before, size, start, position = (table[label] for table in self._per_class)
         v = u * (1.0 - weight)
         if v >= before:
@@ -124,8 +128,8 @@ class LabelFlip:
         corrupted = (self._group_of[labels] >= 0) & (perm(indices) < threshold)
         rows = np.flatnonzero(corrupted)
         y = labels[rows]
-        u = keyed_uniform(self._draw_key, indices[rows], epoch if self.mode == "random" else 0)
-        weight, before, size, start, position = (np.asarray(table)[y] for table in self._per_class)
+        u = keyed_uniform(self._draw_key, indices[rows], self._effective(epoch))
+        weight, before, size, start, position = (table[y] for table in self._per_class_array)
         v = u * (1.0 - weight)
         v = np.where(v >= before, v + weight, v)
         j = np.searchsorted(self._cumulative_array, self._group_of[y] + v, side="right") - start
