@@ -39,27 +39,42 @@ def build_manifest(config: ml_collections.ConfigDict, epoch: int = 0) -> tuple[d
     return summary, indices
 
 
+def manifest_key(config: ml_collections.ConfigDict, epoch: int) -> tuple[str, int | None]:
+    """What a manifest folder is keyed by: the config, and the epoch where the mode makes it matter."""
+    return config_hash(config), epoch if config.data.corruption.mode == "random" else None
+
+
+def check_out(out: pathlib.Path, key: tuple[str, int | None]) -> None:
+    """Refuses, before any work, a folder that holds the manifest of another config or epoch."""
+    path = out / MANIFEST
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; name a folder")
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("summary", {})
+    except (json.JSONDecodeError, OSError):
+        previous = {"config_hash": "unreadable"}
+    if (previous.get("config_hash"), previous.get("epoch")) != key:
+        raise UserError(
+            f"'{path}' holds the manifest of another config or epoch (config {previous.get('config_hash')}, "
+            f"epoch {previous.get('epoch')}); choose another --out or remove it"
+        )
+
+
 def write_manifest(out: pathlib.Path, config: ml_collections.ConfigDict, summary: dict,
                    indices: np.ndarray | None) -> None:
-    """Writes the manifest files, refusing to replace the manifest of a different config."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / MANIFEST
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text()).get("summary", {})
-        except json.JSONDecodeError:
-            previous = {"config_hash": "unreadable"}
-        mine = (summary["config_hash"], summary["epoch"])
-        if (previous.get("config_hash"), previous.get("epoch")) != mine:
-            raise UserError(
-                f"'{path}' holds the manifest of another config or epoch (config {previous.get('config_hash')}, "
-                f"epoch {previous.get('epoch')}); choose another --out or remove it"
-            )
-    if indices is not None:
-        np.save(out / INDICES, indices)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"summary": summary, "config": config.to_dict()}, indent=1))
-    tmp.replace(path)
+    """Writes the manifest files (the JSON last, atomically), after ``check_out``."""
+    check_out(out, (summary["config_hash"], summary["epoch"]))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if indices is not None:
+            np.save(out / INDICES, indices)
+        tmp = out / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps({"summary": summary, "config": config.to_dict()}, indent=1))
+        tmp.replace(out / MANIFEST)
+    except OSError as err:
+        raise UserError(f"cannot write the manifest to '{out}' ({err.strerror or err}); choose a writable --out") from None
 
 
 def main(argv: list[str]) -> int:
@@ -69,6 +84,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epoch", type=int, default=0, help="epoch to describe when the mode is random")
     flags, config = parser.parse_with_config(argv)
     validate(config)
+    if flags.out:
+        check_out(pathlib.Path(flags.out), manifest_key(config, flags.epoch))
     summary, indices = build_manifest(config, flags.epoch)
     if flags.out:
         write_manifest(pathlib.Path(flags.out), config, summary, indices if flags.save_indices else None)

@@ -550,3 +550,26 @@ def test_cli_missing_config_file():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and "configs/nope.py" in lines[0]
+
+
+def test_cli_out_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("keep me")
+    result = run_cli("corruption", "--config=configs/fmnist.py:tiny", f"--out={target}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and "is a file" in lines[0]
+    assert target.read_text() == "keep me"
+
+
+def test_cli_random_mode_manifest_is_keyed_by_epoch(tmp_path):
+    args = ["corruption", "--config=configs/shapes.py:tiny", "--config.data.corruption.ratio=0.1",
+            "--config.data.corruption.mode=random", f"--out={tmp_path}"]
+    first = run_cli(*args, "--epoch=0")
+    assert first.returncode == 0, first.stderr
+    written = (tmp_path / "corruption.json").read_bytes()
+    other_epoch = run_cli(*args, "--epoch=1")
+    assert other_epoch.returncode == 2
+    assert "epoch" in other_epoch.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "corruption.json").read_bytes() == written
+    assert json.loads(written)["summary"]["epoch"] == 0
