@@ -5,9 +5,11 @@ The pipeline moves example *indices* until the last moment: reading, corrupting 
 happen after the process shard, one batch at a time, on the (index, epoch) pairs the positions
 resolve to. That is the same data as corrupting the source before shuffling (the corruption is a
 pure function of index and epoch), but only the examples a process needs are ever read, and the
-corruption of a whole batch is one vectorised call instead of a Python call per example. Global batch k is positions
-[k * B, (k + 1) * B) of one global order, whatever the number of processes or workers, so the data
-seen does not depend on the topology; within a batch, process p holds positions p, p + P, ...
+corruption of a whole batch is one vectorised call instead of a Python call per example.
+
+Global batch k is positions [k * B, (k + 1) * B) of one global order, whatever the number of
+processes or workers, so the data seen does not depend on the topology; within a batch, process p
+holds positions p, p + P, ...
 """
 
 from __future__ import annotations
