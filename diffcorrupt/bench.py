@@ -1,6 +1,8 @@
 """``diffcorrupt bench <what>``: benchmarks that print one JSON line each.
 
-  diffcorrupt bench data [--batch_size=256] [--num_batches=100] [--repeats=5] [--num_workers=0]
+  diffcorrupt bench data  [--batch_size=256] [--num_batches=100] [--repeats=5] [--num_workers=0]
+  diffcorrupt bench model --model=DiT-XL/2 --input_shape=32,32,4 --num_classes=1000
+  diffcorrupt bench train --model=DiT-S/4 --input_shape=32,32,1 --batch_size=32 --num_classes=10 [--steps=10]
 """
 
 from __future__ import annotations
@@ -11,22 +13,51 @@ import sys
 from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
 
-BENCHES = ("data",)
+BENCHES = ("data", "model", "train")
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        height, width, channels = (int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--input_shape is '{text}'; write H,W,C, e.g. 32,32,4") from None
+    return height, width, channels
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         raise UserError(f"name a benchmark after `bench`: one of {', '.join(BENCHES)}")
     what, rest = argv[0], argv[1:]
-    parser = jobs.JobParser(f"bench {what}", "input-pipeline throughput and per-index corruption cost", config=False)
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--num_batches", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--num_workers", type=int, default=0)
+    parser = jobs.JobParser(f"bench {what}", f"the {what} benchmark; prints one JSON line", config=False)
+    if what == "data":
+        parser.add_argument("--batch_size", type=int, default=256)
+        parser.add_argument("--num_batches", type=int, default=100)
+        parser.add_argument("--repeats", type=int, default=5)
+        parser.add_argument("--num_workers", type=int, default=0)
+    else:
+        parser.add_argument("--model", required=True, help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
+        parser.add_argument("--input_shape", required=True, help="H,W,C of the (latent) input")
+        parser.add_argument("--num_classes", type=int, default=1000, help="0 for a text-conditional model")
+    if what == "model":
+        parser.add_argument("--learned_sigma", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
+    if what == "train":
+        parser.add_argument("--batch_size", type=int, required=True)
+        parser.add_argument("--steps", type=int, default=10)
+        parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     flags = parser.parse_args(rest)
-    from diffcorrupt.benchmarks import data_bench
+    if what == "data":
+        from diffcorrupt.benchmarks import data_bench
 
-    result = data_bench.run(flags.batch_size, flags.num_batches, flags.repeats, flags.num_workers)
+        result = data_bench.run(flags.batch_size, flags.num_batches, flags.repeats, flags.num_workers)
+    elif what == "model":
+        from diffcorrupt.benchmarks import model_bench
+
+        result = model_bench.run(flags.model, _shape(flags.input_shape), flags.num_classes, flags.learned_sigma)
+    else:
+        from diffcorrupt.benchmarks import train_bench
+
+        result = train_bench.run(flags.model, _shape(flags.input_shape), flags.batch_size, flags.num_classes,
+                                 flags.steps, flags.dtype)
     print(json.dumps(result), flush=True)
     return 0
 

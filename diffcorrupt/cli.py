@@ -9,7 +9,7 @@ from diffcorrupt.config.loading import suggest
 
 JOBS = {
     "corruption": "write and print the corruption manifest of a configured dataset",
-    "bench": "benchmarks that print one JSON line (data)",
+    "bench": "benchmarks that print one JSON line (data, model, train)",
     "demo": "the end-to-end demo on the embedded Fashion-MNIST set",
 }
 

@@ -16,6 +16,13 @@ CHOICES = {
     "data.corruption.mode": ("fixed", "random"),
     "data.corruption.prior": ("empirical", "uniform"),
     "model.cep.kind": ("none", "uniform", "gaussian"),
+    "model.cep.gaussian_reading": ("std", "variance"),
+    "model.cep.dims": ("last", "all"),
+    "model.dtype": ("float32", "bfloat16"),
+    "diffusion.schedule": ("linear", "ldm_linear", "cosine"),
+    "diffusion.prediction": ("eps", "v"),
+    "diffusion.loss": ("mse", "hybrid"),
+    "sample.sampler": ("ddpm", "ddim", "dpm"),
 }
 
 
@@ -53,10 +60,33 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.corruption.groups = ""
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "DiT-S/4"
+    config.model.name = "DiT-S/4"  # DiT-{T,S,B,L,XL}/{2,4,8} or LDM-{cin256-v2,txt256,small}
+    config.model.learned_sigma = False  # predict the variance too (DiT's hybrid loss)
+    config.model.dtype = "float32"  # compute dtype; parameters stay float32
+    config.model.label_drop = 0.1  # share of training conditions replaced by the null one (for guidance)
+    config.model.text_max_length = 77  # tokens per caption (text-conditional data)
     config.model.cep = ml_collections.ConfigDict()
     config.model.cep.kind = "none"
     config.model.cep.gamma = 1.0
+    config.model.cep.gaussian_reading = "std"  # std: sigma = gamma/sqrt(d); variance: sigma^2 = gamma/sqrt(d)
+    config.model.cep.dims = "last"  # d = the embedding's last dimension, or all its elements
+    config.model.cep.perturb_null = False
+    # The paper's baselines (Table 6): dropout and label smoothing on the condition embedding.
+    config.model.condition_dropout = 0.0
+    config.model.label_smoothing = 0.0
+
+    config.diffusion = ml_collections.ConfigDict()
+    config.diffusion.schedule = "linear"  # linear (DiT) | ldm_linear (LDM) | cosine
+    config.diffusion.num_steps = 1000
+    config.diffusion.prediction = "eps"  # eps | v
+    config.diffusion.loss = "mse"  # mse | hybrid (learned sigma, as DiT)
+    config.diffusion.input_perturbation = 0.0  # Ning et al. 2023 baseline; 0.1 in their paper
+
+    config.sample = ml_collections.ConfigDict()
+    config.sample.sampler = "dpm"  # ddpm | ddim | dpm (DPM-Solver++(2M))
+    config.sample.steps = 50
+    config.sample.eta = 0.0  # DDIM only
+    config.sample.cfg_scale = 1.5
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 100_000

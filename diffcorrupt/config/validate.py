@@ -13,7 +13,8 @@ from diffcorrupt.config.schema import CHOICES, CLASS_CORRUPTIONS, TEXT_CORRUPTIO
 from diffcorrupt.errors import ConfigError
 from diffcorrupt.parallel.mesh import data_parallel_size
 
-_POSITIVE = ("data.image_size", "train.num_steps", "train.batch_size", "checkpoint.every_steps", "checkpoint.keep")
+_POSITIVE = ("data.image_size", "train.num_steps", "train.batch_size", "checkpoint.every_steps", "checkpoint.keep",
+             "diffusion.num_steps", "model.text_max_length")
 _NON_NEGATIVE = ("data.num_examples", "data.num_epochs", "data.num_workers", "data.prefetch", "data.corruption.seed", "seed")
 
 
@@ -81,8 +82,20 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key 'data.channels' is {config.data.channels}; use 1 (grey) or 3 (RGB)")
     if config.data.num_threads <= 0:
         raise ConfigError(f"config key 'data.num_threads' is {config.data.num_threads}; use at least 1 thread")
-    if config.model.cep.gamma < 0:
-        raise ConfigError(f"config key 'model.cep.gamma' is {config.model.cep.gamma}; it must be zero or positive")
+    for key in ("model.cep.gamma", "model.label_drop", "model.condition_dropout", "model.label_smoothing",
+                "diffusion.input_perturbation", "sample.eta", "sample.cfg_scale"):
+        if values[key] < 0:
+            raise ConfigError(f"config key '{key}' is {values[key]}; it must be zero or positive")
+    for key in ("model.label_drop", "model.condition_dropout", "model.label_smoothing"):
+        if values[key] >= 1:
+            raise ConfigError(f"config key '{key}' is {values[key]}; it is a probability, use a value below 1")
+    if (config.diffusion.loss == "hybrid") != config.model.learned_sigma:
+        raise ConfigError(
+            "config keys 'diffusion.loss' and 'model.learned_sigma' disagree: only the hybrid loss trains a learned "
+            "variance; set diffusion.loss='hybrid' with model.learned_sigma=True, or 'mse' with False"
+        )
+    if not 0 < config.sample.steps <= config.diffusion.num_steps:
+        raise ConfigError(f"config key 'sample.steps' is {config.sample.steps}; use 1 to diffusion.num_steps ({config.diffusion.num_steps})")
 
 
 def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:

@@ -51,4 +51,6 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> jax.shard
     follow the physical topology (ICI rings on TPU)."""
     devices = jax.devices() if devices is None else list(devices)
     sizes = mesh_shape(mesh_config, len(devices))
-    return jax.make_mesh(tuple(sizes[axis] for axis in MESH_AXES), MESH_AXES, devices=devices)
+    # Auto axes: XLA's partitioner propagates shardings from the annotated parameters and batch.
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(tuple(sizes[axis] for axis in MESH_AXES), MESH_AXES, auto, devices=devices)

@@ -1,0 +1,58 @@
+"""The training objective: the diffusion loss of a model under condition drop, CEP and the
+baselines, with its split over corrupted and clean examples.
+
+One function serves the trainer and the train-step benchmark, so what is measured is what trains.
+The rng of a step splits into the guidance drop (which examples see the null condition), the
+diffusion draws (t, noise), CEP and dropout; each is fresh per step and, by its shape, per example.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from diffcorrupt.diffusion.losses import training_losses
+from diffcorrupt.diffusion.schedules import Schedule
+
+LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def condition_key(model: nn.Module) -> str:
+    """The batch field a model is conditioned on."""
+    return "label" if model.num_classes else "tokens"
+
+
+def make_loss_fn(model: nn.Module, schedule: Schedule, config: ml_collections.ConfigDict) -> LossFn:
+    """loss_fn(params, batch, rng) -> (mean loss, metrics); batch holds 'image' or 'latent', the
+    condition ('label' or 'tokens') and optionally the pipeline's 'corrupted' flags."""
+    diffusion = config.diffusion
+
+    def loss_fn(params, batch, rng):
+        drop_key, loss_key, cep_key, dropout_key = jax.random.split(rng, 4)
+        x0 = batch["latent"] if "latent" in batch else batch["image"]
+        cond = batch[condition_key(model)]
+        null_mask = jax.random.bernoulli(drop_key, config.model.label_drop, (x0.shape[0],))
+
+        def model_fn(x_t, t):
+            return model.apply({"params": params}, x_t, t, cond, null_mask, train=True,
+                               rngs={"cep": cep_key, "dropout": dropout_key})
+
+        losses = training_losses(model_fn, x0, loss_key, schedule, prediction=diffusion.prediction,
+                                 learned_sigma=config.model.learned_sigma, loss=diffusion.loss,
+                                 input_perturbation=diffusion.input_perturbation)
+        per_example = losses["loss"]
+        metrics = {"loss": per_example.mean(), "mse": losses["mse"].mean()}
+        if "vb" in losses:
+            metrics["vb"] = losses["vb"].mean()
+        if "corrupted" in batch:
+            corrupted = batch["corrupted"].astype(jnp.float32)
+            metrics["loss_sum_corrupted"] = jnp.sum(per_example * corrupted)
+            metrics["loss_sum_clean"] = jnp.sum(per_example * (1 - corrupted))
+            metrics["num_corrupted"] = jnp.sum(corrupted)
+        return per_example.mean(), metrics
+
+    return loss_fn

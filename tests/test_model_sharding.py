@@ -1,0 +1,78 @@
+"""Models under an 8-device mesh: parameters created sharded, results equal to one device's."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffcorrupt.config.schema import base_config
+from diffcorrupt.models.dit import DiT
+from diffcorrupt.models.registry import example_inputs
+from diffcorrupt.models.unet import UNET_PRESETS, UNet
+from diffcorrupt.parallel.mesh import make_mesh
+from diffcorrupt.parallel.sharding import DEFAULT_RULES, init_sharded
+
+SHAPE = (16, 16, 4)
+LAYOUTS = {
+    "fsdp": dict(data=1, fsdp=8, tensor=1),
+    "data_fsdp": dict(data=2, fsdp=4, tensor=1),
+    "fsdp_tensor": dict(data=1, fsdp=2, tensor=4),
+    # All three axes > 1: XLA's CPU backend (jaxlib 0.10.2) returns wrong rows for half the batch
+    # here, under both the GSPMD and the Shardy partitioner, while every two-axis layout is exact.
+    # Kept as a strict xfail so that the day it passes, the test says so.
+    "data_fsdp_tensor": pytest.param(dict(data=2, fsdp=2, tensor=2), marks=pytest.mark.xfail(
+        strict=True, reason="XLA CPU: wrong results with data, fsdp and tensor all > 1")),
+}
+
+
+def _mesh(layout):
+    config = base_config()
+    config.mesh.update(layout)
+    return make_mesh(config.mesh)
+
+
+def _shifted(variables):
+    """Moves every parameter off its initial value, so that zero-initialised layers do not hide errors."""
+    return jax.tree.map(lambda x: x + 0.02 * jnp.cos(jnp.arange(x.size, dtype=x.dtype).reshape(x.shape)), variables)
+
+
+def _small(family):
+    """Two-block models whose widths and head counts the 8-way mesh axes divide."""
+    if family == "dit":
+        return DiT(input_size=16, in_channels=4, patch=4, hidden=64, depth=2, num_heads=4, num_classes=10)
+    return UNet(**{**UNET_PRESETS["small"], "in_channels": 4, "out_channels": 4, "num_classes": 10})
+
+
+@pytest.mark.parametrize("family", ["dit", "unet"])
+@pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=list(LAYOUTS))
+def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout):
+    mesh = _mesh(layout)
+    model = _small(family)
+    init = lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, SHAPE, batch=8))
+    variables, shardings = init_sharded(init, mesh)
+    variables = jax.jit(_shifted, out_shardings=shardings)(variables)
+
+    specs = [s.spec for s in jax.tree.leaves(shardings)]
+    if layout["fsdp"] == 8:
+        assert any("fsdp" in str(spec) for spec in specs), "no parameter is sharded over fsdp"
+    leaf = jax.tree.leaves(variables)[0]
+    assert len(leaf.sharding.device_set) == 8
+
+    x = jax.random.normal(jax.random.key(1), (8, *SHAPE))
+    t, y, null = jnp.arange(8) * 100, jnp.arange(8) % 10, jnp.array([False] * 6 + [True] * 2)
+
+    def loss(params, x):
+        out = model.apply({"params": params}, x, t, y, null)
+        return jnp.mean(out**2), out
+
+    host = jax.device_get(variables)
+    (ref_loss, ref_out), ref_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(host["params"], x)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
+        (out_loss, out), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"], x)
+    scale = float(jnp.abs(ref_out).max())
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=2e-5 * scale, rtol=2e-4)
+    np.testing.assert_allclose(float(out_loss), float(ref_loss), rtol=2e-4)
+    for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * (float(np.abs(b).max()) + 1e-8), rtol=2e-3)
