@@ -9,7 +9,7 @@ import pytest
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.models.dit import DiT
 from diffcorrupt.models.registry import example_inputs
-from diffcorrupt.models.unet import UNET_PRESETS, UNet
+from diffcorrupt.models.unet import UNet
 from diffcorrupt.parallel.mesh import make_mesh
 from diffcorrupt.parallel.sharding import DEFAULT_RULES, init_sharded
 
@@ -18,12 +18,13 @@ LAYOUTS = {
     "fsdp": dict(data=1, fsdp=8, tensor=1),
     "data_fsdp": dict(data=2, fsdp=4, tensor=1),
     "fsdp_tensor": dict(data=1, fsdp=2, tensor=4),
-    # All three axes > 1: XLA's CPU backend (jaxlib 0.10.2) returns wrong rows for half the batch
-    # here, under both the GSPMD and the Shardy partitioner, while every two-axis layout is exact.
-    # Kept as a strict xfail so that the day it passes, the test says so.
-    "data_fsdp_tensor": pytest.param(dict(data=2, fsdp=2, tensor=2), marks=pytest.mark.xfail(
-        strict=True, reason="XLA CPU: wrong results with data, fsdp and tensor all > 1")),
+    "data_fsdp_tensor": dict(data=2, fsdp=2, tensor=2),
 }
+# All three axes > 1: XLA's CPU backend (jaxlib 0.10.2) returns wrong rows for half the batch of
+# the DiT here, under both the GSPMD and the Shardy partitioner, while every two-axis layout is
+# exact (the small U-Net happens to come out right). A strict xfail, so that the day it passes,
+# the test says so.
+KNOWN_XLA_CPU_BUG = {("dit", "data_fsdp_tensor")}
 
 
 def _mesh(layout):
@@ -41,12 +42,16 @@ def _small(family):
     """Two-block models whose widths and head counts the 8-way mesh axes divide."""
     if family == "dit":
         return DiT(input_size=16, in_channels=4, patch=4, hidden=64, depth=2, num_heads=4, num_classes=10)
-    return UNet(**{**UNET_PRESETS["small"], "in_channels": 4, "out_channels": 4, "num_classes": 10})
+    return UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                attention_resolutions=(2,), num_heads=4, transformer_depth=1, context_dim=32, num_classes=10)
 
 
 @pytest.mark.parametrize("family", ["dit", "unet"])
-@pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=list(LAYOUTS))
-def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout):
+@pytest.mark.parametrize("layout_name", list(LAYOUTS))
+def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout_name, request):
+    if (family, layout_name) in KNOWN_XLA_CPU_BUG:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="XLA CPU: wrong results with data, fsdp and tensor all > 1"))
+    layout = LAYOUTS[layout_name]
     mesh = _mesh(layout)
     model = _small(family)
     init = lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, SHAPE, batch=8))
@@ -74,5 +79,8 @@ def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layou
     assert scale > 0
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=2e-5 * scale, rtol=2e-4)
     np.testing.assert_allclose(float(out_loss), float(ref_loss), rtol=2e-4)
+    # Some gradients are zero in exact arithmetic (a bias right before a normalisation) and float
+    # noise in practice, so the tolerance is set by the largest gradient of the model.
+    grad_scale = max(float(np.abs(b).max()) for b in jax.tree.leaves(ref_grad))
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * (float(np.abs(b).max()) + 1e-8), rtol=2e-3)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * grad_scale, rtol=2e-3)
