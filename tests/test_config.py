@@ -171,11 +171,11 @@ def test_override_without_value_and_override_of_a_group():
 
 
 def test_preset_adding_an_extra_key(tmp_path):
-    spec = write_config(tmp_path, "    config.train.warmup_steps = 10\n")
+    spec = write_config(tmp_path, "    config.train.warmup_epochs = 10\n")
     config = load_config(spec)
     with pytest.raises(ConfigError) as err:
         validate(config, check_data=False)
-    assert_one_sentence(err, "train.warmup_steps")
+    assert_one_sentence(err, "train.warmup_epochs")
 
 
 def test_preset_with_misspelt_key_gets_a_suggestion(tmp_path):

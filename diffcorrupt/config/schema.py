@@ -23,6 +23,7 @@ CHOICES = {
     "diffusion.prediction": ("eps", "v"),
     "diffusion.loss": ("mse", "hybrid"),
     "sample.sampler": ("ddpm", "ddim", "dpm"),
+    "train.lr_schedule": ("constant", "cosine"),
 }
 
 
@@ -90,12 +91,24 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 100_000
-    config.train.batch_size = 256
+    config.train.batch_size = 256  # global, over all processes and devices
     config.train.lr = 1e-4
+    config.train.lr_schedule = "constant"  # constant | cosine (decays to 0 at num_steps)
+    config.train.warmup_steps = 0
+    config.train.weight_decay = 0.0  # AdamW; the paper leaves it unstated
+    config.train.b1 = 0.9
+    config.train.b2 = 0.999
+    config.train.grad_clip = 0.0  # global-norm clipping; 0 turns it off
+    config.train.grad_accum = 1  # micro-batches per step (the batch is split, not multiplied)
+    config.train.ema_decay = 0.9999  # DiT's
+    config.train.log_every = 50
+    config.train.sample_every = 0  # EMA sample grids into the workdir and TensorBoard; 0 turns them off
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 5_000
-    config.checkpoint.keep = 3
+    config.checkpoint.keep = 3  # the newest ones
+    config.checkpoint.keep_every = 0  # also keep every n-th step for good; 0 keeps none extra
+    config.checkpoint.async_save = True
 
     # Device mesh; one axis may be -1 for "all remaining devices". Batches split over data x fsdp.
     config.mesh = ml_collections.ConfigDict()

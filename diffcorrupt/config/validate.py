@@ -14,8 +14,10 @@ from diffcorrupt.errors import ConfigError
 from diffcorrupt.parallel.mesh import data_parallel_size
 
 _POSITIVE = ("data.image_size", "train.num_steps", "train.batch_size", "checkpoint.every_steps", "checkpoint.keep",
-             "diffusion.num_steps", "model.text_max_length")
-_NON_NEGATIVE = ("data.num_examples", "data.num_epochs", "data.num_workers", "data.prefetch", "data.corruption.seed", "seed")
+             "diffusion.num_steps", "model.text_max_length", "train.lr", "train.grad_accum", "train.log_every")
+_NON_NEGATIVE = ("data.num_examples", "data.num_epochs", "data.num_workers", "data.prefetch", "data.corruption.seed", "seed",
+                 "train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.sample_every",
+                 "checkpoint.keep_every")
 
 
 def validate(
@@ -94,6 +96,8 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
             "config keys 'diffusion.loss' and 'model.learned_sigma' disagree: only the hybrid loss trains a learned "
             "variance; set diffusion.loss='hybrid' with model.learned_sigma=True, or 'mse' with False"
         )
+    if not 0 <= config.train.ema_decay < 1 or not 0 <= config.train.b1 < 1 or not 0 <= config.train.b2 < 1:
+        raise ConfigError("config keys 'train.ema_decay', 'train.b1' and 'train.b2' are decay rates; use values in [0, 1)")
     if not 0 < config.sample.steps <= config.diffusion.num_steps:
         raise ConfigError(f"config key 'sample.steps' is {config.sample.steps}; use 1 to diffusion.num_steps ({config.diffusion.num_steps})")
 
@@ -105,6 +109,11 @@ def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_co
         raise ConfigError(
             f"config key 'train.batch_size' is {batch}, not divisible by the data-parallel size {parallel} "
             f"(mesh data x fsdp over {num_devices} devices); use a multiple of {parallel}"
+        )
+    if batch % (parallel * config.train.grad_accum):
+        raise ConfigError(
+            f"config key 'train.grad_accum' is {config.train.grad_accum}: the batch of {batch} does not split into "
+            f"that many micro-batches of a multiple of {parallel}; pick a divisor of {batch // parallel}"
         )
     if batch % process_count:
         raise ConfigError(
