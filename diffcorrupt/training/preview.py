@@ -1,0 +1,53 @@
+"""Sample grids from the EMA weights during training: a glance at what the run has learned.
+
+A fixed set of conditions (the first classes, or the first captions of the dataset) and fixed
+noise, so grids of successive steps are comparable; DDIM with 25 steps at the configured
+guidance scale. Written to ``<workdir>/samples/step_<n>.png`` and to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from diffcorrupt.diffusion.samplers import guided, sample
+from diffcorrupt.diffusion.schedules import Schedule
+from diffcorrupt.models.tokenizer import ByteTokenizer
+
+GRID = 16
+STEPS = 25
+
+
+def preview_conditions(num_classes: int, tokenizer: ByteTokenizer | None, captions: list[str]) -> jax.Array:
+    if tokenizer is None:
+        return jnp.arange(GRID) % num_classes
+    return jnp.asarray(tokenizer.encode_batch([captions[i % len(captions)] for i in range(GRID)]))
+
+
+def write_preview(model, ema_params, config: ml_collections.ConfigDict, schedule: Schedule, cond: jax.Array,
+                  input_shape: tuple[int, int, int], workdir: pathlib.Path, step: int, writer) -> pathlib.Path:
+    noise = jax.random.normal(jax.random.key(config.seed), (GRID, *input_shape))
+    channels = input_shape[-1]
+
+    def model_fn(x, t, null_mask):
+        return model.apply({"params": ema_params}, x, t, jnp.concatenate([cond, cond]), null_mask)
+
+    images = jax.jit(lambda z: sample(guided(model_fn, config.sample.cfg_scale, channels), z, schedule,
+                                      sampler="ddim", steps=STEPS, learned_sigma=config.model.learned_sigma))(noise)
+    pixels = np.asarray(jnp.clip(jnp.round((images + 1) * 127.5), 0, 255)).astype(np.uint8)
+    side = int(np.ceil(np.sqrt(GRID)))
+    height, width = input_shape[:2]
+    grid = np.zeros((side * height, side * width, channels), np.uint8)
+    for i, image in enumerate(pixels):
+        r, c = divmod(i, side)
+        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    path = workdir / "samples" / f"step_{step}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if channels == 1 else grid).save(path)
+    writer.write_images(step, {"samples": grid[None].astype(np.float32) / 255.0})
+    return path
