@@ -56,5 +56,6 @@ def run(model_name: str, input_shape: tuple[int, int, int], batch_size: int, num
         "num_classes": num_classes, "dtype": dtype, "params": parameter_count(params), "steps": steps,
         "device": jax.devices()[0].device_kind, "num_devices": 1, "compile_s": round(compile_s, 2),
         "step_s": round(step_s, 4), "images_per_s": round(batch_size / step_s, 2),
+        "device_seconds_per_image": round(step_s / batch_size, 5),
         "loss": float(jnp.asarray(loss)),
     }

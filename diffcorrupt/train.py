@@ -1,0 +1,44 @@
+"""``diffcorrupt train``: train, or resume, the configured run in ``--workdir``.
+
+  diffcorrupt train --config=configs/fmnist.py:tiny --workdir=runs/tiny [--config.<key>=<value> ...]
+  [--aot]                   compile the step for this mesh, report memory per device, do not train
+  [--allow_config_change]   resume even though the saved config differs in keys that change the run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+from absl import logging
+
+from diffcorrupt import jobs
+from diffcorrupt.config.validate import validate
+from diffcorrupt.parallel.distributed import initialize_from_environment
+
+
+def _quiet_checkpoint_library(record) -> bool:
+    """Keeps orbax's per-save chatter (a dozen INFO lines a checkpoint) out of the training log."""
+    return record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv: list[str]) -> int:
+    parser = jobs.JobParser("train", __doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics and samples go here")
+    parser.add_argument("--aot", action="store_true", help="compile only and report memory per device")
+    parser.add_argument("--allow_config_change", action="store_true")
+    flags, config = parser.parse_with_config(argv)
+    initialize_from_environment()
+    validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_logger().addFilter(_quiet_checkpoint_library)
+    from diffcorrupt.training.loop import train
+
+    summary = train(config, flags.workdir, allow_config_change=flags.allow_config_change, aot_only=flags.aot)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.run("train", main))

@@ -1,0 +1,204 @@
+"""The training loop: data -> sharded step -> metrics, previews and checkpoints, resumable.
+
+Everything the run depends on is in the workdir: orbax checkpoints (state, config, every
+process's data-iterator state), TensorBoard events and ``metrics.jsonl``. Starting the same
+command again resumes from the newest readable checkpoint, with the same next batch. SIGTERM (a
+preemption notice) saves the current step and ends the run cleanly.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from diffcorrupt.config.loading import config_hash
+from diffcorrupt.data.global_batch import batch_sharding, to_global_batch
+from diffcorrupt.data.pipeline import corrupted_source, make_iterator
+from diffcorrupt.diffusion.schedules import make_schedule
+from diffcorrupt.errors import UserError
+from diffcorrupt.models.registry import model_from_config
+from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.parallel.mesh import make_mesh
+from diffcorrupt.parallel.sharding import DEFAULT_RULES
+from diffcorrupt.training.batches import abstract_batch, input_spec, model_batch
+from diffcorrupt.training.checkpoints import Checkpointer, check_compatible
+from diffcorrupt.training.jsonl_writer import JsonlWriter
+from diffcorrupt.training.objective import make_loss_fn
+from diffcorrupt.training.optimizer import make_optimizer
+from diffcorrupt.training.preview import GRID, preview_conditions, write_preview
+from diffcorrupt.training.state import abstract_state, create_state
+from diffcorrupt.training.step import make_train_step
+
+# Dense bf16 peak FLOP/s per device, for MFU; matched by prefix of jax's device_kind.
+PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12, "TPU v4": 275e12,
+              "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+
+
+class Preemption:
+    """Turns SIGTERM into a flag the loop polls once per step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        logging.warning("SIGTERM received: saving a checkpoint of the current step, then stopping")
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def peak_flops() -> float | None:
+    kind = jax.devices()[0].device_kind
+    return next((peak for prefix, peak in PEAK_FLOPS.items() if kind.startswith(prefix)), None)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False,
+          aot_only: bool = False) -> dict[str, Any]:
+    """Trains (or resumes) the configured run in ``workdir``; returns a summary of the run."""
+    workdir_path = pathlib.Path(workdir)
+    checkpointer = None
+    if not aot_only:  # refuse a foreign or unwritable workdir before any compile time is spent
+        checkpointer = Checkpointer(workdir_path, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
+                                    keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
+        if checkpointer.latest_step() is not None:
+            check_compatible(checkpointer.saved_config(), config, allow=allow_config_change)
+    mesh = make_mesh(config.mesh)
+    view = corrupted_source(config)
+    input_shape, num_classes = input_spec(config, view.source)
+    model = model_from_config(config, input_shape, num_classes)
+    tokenizer = ByteTokenizer(config.model.text_max_length) if num_classes == 0 else None
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    optimizer, lr_schedule = make_optimizer(config.train)
+    step_fn = make_train_step(make_loss_fn(model, schedule, config), optimizer, lr_schedule,
+                              config.train.ema_decay, config.train.grad_accum)
+    state, shardings = create_state(model, optimizer, input_shape, config.seed, mesh, DEFAULT_RULES)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
+        jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, None),
+                         donate_argnums=0)
+        start = time.perf_counter()
+        compiled = jitted.lower(state, abstract_batch(config, input_shape, tokenizer, mesh)).compile()
+        compile_s = time.perf_counter() - start
+    step_flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    if aot_only:
+        return _aot_report(compiled, compile_s, step_flops, mesh)
+
+    iterator = make_iterator(config, process_index=jax.process_index(), process_count=jax.process_count(), source=view)
+    if checkpointer.latest_step() is not None:
+        restored = checkpointer.restore(abstract_state(state), iterator)
+        if restored is not None:
+            state, step = restored
+            logging.info("resumed from the checkpoint of step %d in %s", step, workdir_path / "checkpoints")
+    first_step = int(state.step)
+    writer = metric_writers.create_default_writer(workdir_path, just_logging=jax.process_index() > 0)
+    jsonl = JsonlWriter(workdir_path / "metrics.jsonl") if jax.process_index() == 0 else None
+    if first_step == 0:
+        writer.write_hparams({"config_hash": config_hash(config), "model": config.model.name})
+    progress = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=writer)
+    preview_cond = None
+    if config.train.sample_every and jax.process_index() == 0 and "latent_shape" not in (getattr(view.source, "meta", None) or {}):
+        captions = [] if tokenizer is None else [view.source.caption(i) for i in range(min(GRID, len(view)))]
+        preview_cond = preview_conditions(num_classes, tokenizer, captions)
+    preemption = Preemption()
+    interval = _Interval()
+    step = first_step
+    try:
+        while step < config.train.num_steps and not preemption.requested:
+            wait_start = time.perf_counter()
+            batch = model_batch(next(iterator), tokenizer)
+            interval.data_wait += time.perf_counter() - wait_start
+            with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
+                state, metrics = compiled(state, to_global_batch(batch, mesh))
+            step += 1
+            interval.add(metrics)
+            progress(step)
+            if step % config.train.log_every == 0 or step == config.train.num_steps:
+                _guard(state)
+                scalars = interval.flush(step_flops, config.train.batch_size)
+                writer.write_scalars(step, scalars)
+                if jsonl:
+                    jsonl.write_scalars(step, scalars)
+            side_start = time.perf_counter()
+            if preview_cond is not None and step % config.train.sample_every == 0:
+                write_preview(model, state.ema_params, config, schedule, preview_cond, input_shape, workdir_path, step, writer)
+            if checkpointer.should_save(step):
+                _guard(state)
+                checkpointer.save(step, state, config, iterator)
+            interval.excluded += time.perf_counter() - side_start
+        _guard(state)
+        checkpointer.save(step, state, config, iterator, force=True)
+        checkpointer.wait()
+    finally:
+        preemption.restore()
+        checkpointer.close()
+        writer.flush()
+        if jsonl:
+            jsonl.close()
+    return {"workdir": str(workdir_path), "first_step": first_step, "last_step": step, "preempted": preemption.requested,
+            "compile_s": round(compile_s, 2)}
+
+
+def _guard(state) -> None:
+    """Stops before anything is written when a step produced a non-finite loss or gradient."""
+    bad = int(state.first_nonfinite_step)
+    if bad >= 0:
+        raise UserError(
+            f"step {bad} produced a non-finite loss or gradient, so training stopped without saving it; the "
+            "checkpoints already in the workdir are intact: lower train.lr, set train.grad_clip, or check the data"
+        )
+
+
+class _Interval:
+    """Accumulates step metrics on the device between logs; one host transfer per log."""
+
+    def __init__(self):
+        self.sums: dict[str, Any] = {}
+        self.steps = 0
+        self.data_wait = 0.0
+        self.excluded = 0.0  # previews and checkpoint hand-offs: not training throughput
+        self.start = time.perf_counter()
+
+    def add(self, metrics: dict[str, jax.Array]) -> None:
+        self.sums = metrics if not self.sums else jax.tree.map(lambda a, b: a + b, self.sums, metrics)
+        self.steps += 1
+
+    def flush(self, step_flops: float, batch_size: int) -> dict[str, float]:
+        sums = {k: float(v) for k, v in jax.device_get(self.sums).items()}
+        elapsed = time.perf_counter() - self.start - self.excluded
+        scalars = {k: v / self.steps for k, v in sums.items() if not k.startswith(("loss_sum_", "num_"))}
+        if "num_corrupted" in sums:
+            corrupted, total = sums["num_corrupted"], self.steps * batch_size
+            if corrupted:
+                scalars["loss_corrupted"] = sums["loss_sum_corrupted"] / corrupted
+            if total > corrupted:
+                scalars["loss_clean"] = sums["loss_sum_clean"] / (total - corrupted)
+        scalars["examples_per_s"] = self.steps * batch_size / elapsed
+        scalars["examples_per_s_per_device"] = scalars["examples_per_s"] / jax.device_count()
+        scalars["data_wait_fraction"] = self.data_wait / elapsed
+        if step_flops:  # XLA's count for the partitioned step: the work of one device
+            scalars["tflops_per_s_per_device"] = step_flops * self.steps / elapsed / 1e12
+            peak = peak_flops()
+            if peak:
+                scalars["mfu"] = scalars["tflops_per_s_per_device"] * 1e12 / peak
+        self.__init__()
+        return scalars
+
+
+def _aot_report(compiled, compile_s: float, step_flops: float, mesh) -> dict[str, Any]:
+    memory = compiled.memory_analysis()
+    report = {"aot": True, "mesh": dict(mesh.shape), "compile_s": round(compile_s, 2), "step_gflops": step_flops / 1e9}
+    if memory is not None:
+        for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "generated_code_size_in_bytes"):
+            if hasattr(memory, field):
+                report[field.replace("_in_bytes", "_mib_per_device")] = round(getattr(memory, field) / 2**20, 2)
+    return report
