@@ -1,0 +1,164 @@
+"""The train job end to end, in subprocesses: exact resume after SIGKILL, SIGTERM, resuming on
+other device counts, and the bad inputs (corrupted checkpoint, incompatible config, NaN, a workdir
+that cannot be written)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from diffcorrupt.config.loading import load_config
+from diffcorrupt.data.pipeline import corrupted_source, make_iterator
+from diffcorrupt.models.registry import model_from_config
+from diffcorrupt.parallel.mesh import make_mesh
+from diffcorrupt.parallel.sharding import DEFAULT_RULES
+from diffcorrupt.training.batches import input_spec
+from diffcorrupt.training.checkpoints import Checkpointer
+from diffcorrupt.training.optimizer import make_optimizer
+from diffcorrupt.training.state import abstract_state, create_state
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# A model of four 4x4 patches on 16x16 Fashion-MNIST: every step takes milliseconds.
+SMALL = ["--config=configs/fmnist.py:tiny", "--config.model.name=DiT-T/8", "--config.data.image_size=16",
+         "--config.train.batch_size=16", "--config.data.corruption.ratio=0.1", "--config.model.cep.kind=uniform",
+         "--config.checkpoint.async_save=true"]
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _train(workdir, *extra, devices=1, check=True):
+    result = subprocess.run([sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *extra],
+                            cwd=REPO, env=_env(devices), capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _summary(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _start(workdir, *extra, devices=1):
+    return subprocess.Popen([sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *extra],
+                            cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: pathlib.Path, process, timeout=300):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _restore(workdir, step, overrides=()):
+    """(state, next batch) saved at ``step`` in ``workdir``, restored in this process (1 device)."""
+    config = load_config(str(REPO / "configs/fmnist.py:tiny"), [a[len("--config."):] for a in SMALL[1:]] + list(overrides))
+    config.mesh.data = 1
+    mesh = make_mesh(config.mesh, jax.devices()[:1])
+    view = corrupted_source(config)
+    shape, num_classes = input_spec(config, view.source)
+    model = model_from_config(config, shape, num_classes)
+    state, _ = create_state(model, make_optimizer(config.train)[0], shape, config.seed, mesh, DEFAULT_RULES)
+    iterator = make_iterator(config, source=view)
+    checkpointer = Checkpointer(workdir, every_steps=10**9, keep=100, async_save=False)
+    assert checkpointer.latest_step() == step
+    restored, restored_step = checkpointer.restore(abstract_state(state), iterator)
+    checkpointer.close()
+    assert restored_step == step
+    return jax.device_get(restored), next(iterator)
+
+
+def _assert_identical(a, b):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
+    steps = ["--config.train.num_steps=240", "--config.checkpoint.every_steps=60", "--config.checkpoint.keep=10"]
+    _train(tmp_path / "straight", *steps)
+    process = _start(tmp_path / "killed", *steps)
+    _wait_for(tmp_path / "killed" / "checkpoints" / "120" / "commit_success.txt", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = _summary(_train(tmp_path / "killed", *steps))
+    assert 120 <= resumed["first_step"] < 240 and resumed["last_step"] == 240
+    state_a, batch_a = _restore(tmp_path / "straight", 240)
+    state_b, batch_b = _restore(tmp_path / "killed", 240)
+    _assert_identical(state_a, state_b)  # params, EMA, optimizer state, step, key
+    _assert_identical(batch_a, batch_b)  # and the next batch of data
+
+
+def test_sigterm_saves_the_current_step_and_exits_zero(tmp_path):
+    process = _start(tmp_path, "--config.train.num_steps=100000", "--config.checkpoint.every_steps=50")
+    _wait_for(tmp_path / "checkpoints" / "50" / "commit_success.txt", process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["preempted"] and summary["last_step"] > 50
+    assert (tmp_path / "checkpoints" / str(summary["last_step"]) / "commit_success.txt").exists()
+
+
+def test_a_run_saved_on_eight_devices_resumes_on_four_and_on_one(tmp_path):
+    eight = _summary(_train(tmp_path, "--config.train.num_steps=20", "--config.checkpoint.every_steps=10", devices=8))
+    four = _summary(_train(tmp_path, "--config.train.num_steps=30", "--config.checkpoint.every_steps=10", devices=4))
+    one = _summary(_train(tmp_path, "--config.train.num_steps=40", "--config.checkpoint.every_steps=10", devices=1))
+    assert (eight["last_step"], four["first_step"], four["last_step"], one["first_step"], one["last_step"]) == (20, 20, 30, 30, 40)
+
+
+def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_and_is_kept(tmp_path):
+    _train(tmp_path, "--config.train.num_steps=20", "--config.checkpoint.every_steps=10")
+    for path in (tmp_path / "checkpoints" / "20" / "state").rglob("*"):
+        if path.is_file() and path.name != "commit_success.txt":
+            path.write_bytes(b"\0" * 7)  # truncated, as a crash mid-copy would leave it
+    result = _train(tmp_path, "--config.train.num_steps=30", "--config.checkpoint.every_steps=10")
+    summary = _summary(result)
+    assert summary["first_step"] == 10 and summary["last_step"] == 30
+    assert "step 20" in result.stderr
+    aside = list((tmp_path / "checkpoints_unreadable").iterdir())
+    assert [p.name.split("-")[0] for p in aside] == ["20"]  # kept for inspection, not deleted
+    assert (tmp_path / "checkpoints" / "20" / "commit_success.txt").exists()  # saved again by the resumed run
+
+
+def test_an_incompatible_config_is_refused_and_the_checkpoints_stay(tmp_path):
+    _train(tmp_path, "--config.train.num_steps=10", "--config.checkpoint.every_steps=10")
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    result = _train(tmp_path, "--config.train.num_steps=20", "--config.data.corruption.seed=7", check=False)
+    assert result.returncode == 2
+    assert "data.corruption.seed" in result.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_a_nan_loss_stops_with_the_step_and_writes_no_poisoned_checkpoint(tmp_path):
+    result = _train(tmp_path, "--config.train.num_steps=50", "--config.checkpoint.every_steps=1",
+                    "--config.train.log_every=1", "--config.train.lr=1e30", check=False)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert "non-finite" in message and "intact" in message
+    bad_step = int(message.split("step ")[1].split()[0])
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and max(saved) <= bad_step
+
+
+def test_a_workdir_that_cannot_be_written_gets_one_sentence(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep")
+    result = _train(blocker / "run", check=False)
+    assert result.returncode == 2
+    assert "error:" in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
+    assert blocker.read_text() == "keep"
