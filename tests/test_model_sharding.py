@@ -84,3 +84,15 @@ def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layou
     grad_scale = max(float(np.abs(b).max()) for b in jax.tree.leaves(ref_grad))
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * grad_scale, rtol=2e-3)
+
+
+def test_rules_from_the_config_override_the_default_table():
+    from diffcorrupt.errors import ConfigError
+    from diffcorrupt.parallel.sharding import rules_from_config
+
+    rules = dict(rules_from_config("mlp=,heads=,batch=data+fsdp"))
+    assert rules["mlp"] is None and rules["heads"] is None and rules["batch"] == ("data", "fsdp")
+    assert rules["embed"] == dict(DEFAULT_RULES)["embed"]
+    assert rules_from_config("") == tuple(DEFAULT_RULES)
+    with pytest.raises(ConfigError, match="mesh.rules"):
+        rules_from_config("embed=fsdpp")

@@ -115,4 +115,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh.data = -1
     config.mesh.fsdp = 1
     config.mesh.tensor = 1
+    # Logical axis -> mesh axes, over diffcorrupt.parallel.sharding.DEFAULT_RULES: 'embed=fsdp,mlp=tensor'.
+    config.mesh.rules = ""
     return config

@@ -30,6 +30,9 @@ def validate(
     """Raises ``ConfigError`` (or ``DataError``) with one sentence at the first problem found."""
     _check_keys_and_types(config)
     _check_values(config)
+    from diffcorrupt.parallel.sharding import rules_from_config
+
+    rules_from_config(config.mesh.rules)
     if num_devices is not None:
         _check_batch(config, num_devices, process_count)
     if check_data:

@@ -15,6 +15,9 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from diffcorrupt.errors import ConfigError
+from diffcorrupt.parallel.mesh import MESH_AXES
+
 Rules = Sequence[tuple[str, Any]]
 
 DEFAULT_RULES: Rules = (
@@ -28,6 +31,23 @@ DEFAULT_RULES: Rules = (
     ("norm", None),
     ("length", None),
 )
+
+
+def rules_from_config(text: str) -> Rules:
+    """``mesh.rules``: overrides of the default table as 'logical=axis[+axis],...'; an empty right
+    side replicates that logical axis, e.g. 'mlp=,heads=' turns tensor parallelism off."""
+    rules = dict(DEFAULT_RULES)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        logical, sep, axes = item.partition("=")
+        names = tuple(a.strip() for a in axes.split("+") if a.strip())
+        unknown = [a for a in names if a not in MESH_AXES]
+        if not sep or not logical.strip() or unknown:
+            raise ConfigError(
+                f"config key 'mesh.rules' has '{item}'; write logical=axis[+axis] with axes from "
+                f"{', '.join(MESH_AXES)}, e.g. 'embed=fsdp,mlp=tensor'"
+            )
+        rules[logical.strip()] = names[0] if len(names) == 1 else (names or None)
+    return tuple(rules.items())
 
 
 def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:

@@ -28,7 +28,7 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.models.registry import model_from_config
 from diffcorrupt.models.tokenizer import ByteTokenizer
 from diffcorrupt.parallel.mesh import make_mesh
-from diffcorrupt.parallel.sharding import DEFAULT_RULES
+from diffcorrupt.parallel.sharding import rules_from_config
 from diffcorrupt.training.batches import abstract_batch, input_spec, model_batch
 from diffcorrupt.training.checkpoints import Checkpointer, check_compatible
 from diffcorrupt.training.jsonl_writer import JsonlWriter
@@ -74,6 +74,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
         if checkpointer.latest_step() is not None:
             check_compatible(checkpointer.saved_config(), config, allow=allow_config_change)
     mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config.mesh.rules)
     view = corrupted_source(config)
     input_shape, num_classes = input_spec(config, view.source)
     model = model_from_config(config, input_shape, num_classes)
@@ -82,8 +83,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     optimizer, lr_schedule = make_optimizer(config.train)
     step_fn = make_train_step(make_loss_fn(model, schedule, config), optimizer, lr_schedule,
                               config.train.ema_decay, config.train.grad_accum)
-    state, shardings = create_state(model, optimizer, input_shape, config.seed, mesh, DEFAULT_RULES)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
+    state, shardings = create_state(model, optimizer, input_shape, config.seed, mesh, rules)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, None),
                          donate_argnums=0)
         start = time.perf_counter()
@@ -117,7 +118,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
             wait_start = time.perf_counter()
             batch = model_batch(next(iterator), tokenizer)
             interval.data_wait += time.perf_counter() - wait_start
-            with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
+            with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
                 state, metrics = compiled(state, to_global_batch(batch, mesh))
             step += 1
             interval.add(metrics)
