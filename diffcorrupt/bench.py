@@ -3,6 +3,7 @@
   diffcorrupt bench data  [--batch_size=256] [--num_batches=100] [--repeats=5] [--num_workers=0]
   diffcorrupt bench model --model=DiT-XL/2 --input_shape=32,32,4 --num_classes=1000
   diffcorrupt bench train --model=DiT-S/4 --input_shape=32,32,1 --batch_size=32 --num_classes=10 [--steps=10]
+  diffcorrupt bench train --config=configs/fmnist.py:tiny [--config.<key>=<value> ...]
 """
 
 from __future__ import annotations
@@ -35,16 +36,19 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--repeats", type=int, default=5)
         parser.add_argument("--num_workers", type=int, default=0)
     else:
-        parser.add_argument("--model", required=True, help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
-        parser.add_argument("--input_shape", required=True, help="H,W,C of the (latent) input")
+        parser.add_argument("--model", help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
+        parser.add_argument("--input_shape", help="H,W,C of the (latent) input")
         parser.add_argument("--num_classes", type=int, default=1000, help="0 for a text-conditional model")
     if what == "model":
         parser.add_argument("--learned_sigma", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
     if what == "train":
-        parser.add_argument("--batch_size", type=int, required=True)
+        parser.add_argument("--config", help="a preset, configs/<name>.py[:<preset>]: its model, data shape, batch and mesh")
+        parser.add_argument("--batch_size", type=int)
         parser.add_argument("--steps", type=int, default=10)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    flags = parser.parse_args(rest)
+    flags, overrides = parser.parse_job(rest)
+    if what != "data" and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
+        raise UserError(f"bench {what} needs --model and --input_shape" + (" (or --config)" if what == "train" else ""))
     if what == "data":
         from diffcorrupt.benchmarks import data_bench
 
@@ -53,9 +57,20 @@ def main(argv: list[str]) -> int:
         from diffcorrupt.benchmarks import model_bench
 
         result = model_bench.run(flags.model, _shape(flags.input_shape), flags.num_classes, flags.learned_sigma)
+    elif flags.config:
+        from diffcorrupt.benchmarks import train_bench
+        from diffcorrupt.config.loading import load_config
+        from diffcorrupt.data.pipeline import corrupted_source
+        from diffcorrupt.training.batches import input_spec
+
+        config = load_config(flags.config, overrides)
+        result = train_bench.run_config(config, *input_spec(config, corrupted_source(config).source), flags.steps)
+        result["config"] = flags.config
     else:
         from diffcorrupt.benchmarks import train_bench
 
+        if not flags.batch_size:
+            raise UserError("bench train --model needs --batch_size")
         result = train_bench.run(flags.model, _shape(flags.input_shape), flags.batch_size, flags.num_classes,
                                  flags.steps, flags.dtype)
     print(json.dumps(result), flush=True)

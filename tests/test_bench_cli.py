@@ -1,0 +1,34 @@
+"""The model and train benchmarks print one JSON line with their figures."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _bench(*args):
+    result = subprocess.run([sys.executable, "-m", "diffcorrupt", "bench", *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_bench_model_reports_params_and_gmacs():
+    result = _bench("model", "--model=DiT-S/2", "--input_shape=32,32,4", "--num_classes=1000")
+    assert result["params"] == 32_963_360 and 6.0 < result["gmacs"] < 6.2
+
+
+def test_bench_train_of_a_preset_reports_throughput():
+    result = _bench("train", "--config=configs/fmnist.py:tiny", "--config.model.name=DiT-T/8",
+                    "--config.data.image_size=16", "--steps=2")
+    assert result["images_per_s"] > 0 and result["device_seconds_per_image"] > 0 and result["batch_size"] == 16
+    assert result["model"] == "DiT-T/8" and result["input_shape"] == [16, 16, 1]
+
+
+def test_bench_train_of_a_named_model():
+    result = _bench("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=4", "--num_classes=10", "--steps=2")
+    assert result["images_per_s"] > 0 and result["compile_s"] > 0
