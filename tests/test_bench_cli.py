@@ -30,5 +30,5 @@ def test_bench_train_of_a_preset_reports_throughput():
 
 
 def test_bench_train_of_a_named_model():
-    result = _bench("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=4", "--num_classes=10", "--steps=2")
+    result = _bench("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=8", "--num_classes=10", "--steps=2")
     assert result["images_per_s"] > 0 and result["compile_s"] > 0

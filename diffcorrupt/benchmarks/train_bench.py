@@ -30,8 +30,10 @@ from diffcorrupt.training.step import make_train_step
 def run_config(config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], num_classes: int,
                steps: int = 10) -> dict:
     """Times the step of ``config`` on all devices (its mesh), batch ``train.batch_size``."""
+    from diffcorrupt.config.validate import validate
     from diffcorrupt.models.tokenizer import ByteTokenizer
 
+    validate(config, num_devices=jax.device_count(), check_data=False)
     mesh = make_mesh(config.mesh)
     rules = rules_from_config(config.mesh.rules)
     model = model_from_config(config, input_shape, num_classes)
