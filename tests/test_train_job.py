@@ -136,7 +136,14 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_and_is_kept(tm
 
 
 def test_an_incompatible_config_is_refused_and_the_checkpoints_stay(tmp_path):
-    _train(tmp_path, "--config.train.num_steps=10", "--config.checkpoint.every_steps=10")
+    _train(tmp_path, "--config.train.num_steps=10", "--config.checkpoint.every_steps=10",
+           "--config.train.sample_every=10", "--config.train.log_every=5")
+    # what the first run leaves beside its checkpoints: metrics, TensorBoard events, an EMA sample grid
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "step" in r] == [5, 10]
+    assert {"loss", "loss_corrupted", "loss_clean", "grad_norm", "learning_rate", "examples_per_s_per_device",
+            "data_wait_fraction"} <= set(records[-1])
+    assert list(tmp_path.glob("events.out.tfevents.*")) and (tmp_path / "samples" / "step_10.png").exists()
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     result = _train(tmp_path, "--config.train.num_steps=20", "--config.data.corruption.seed=7", check=False)
     assert result.returncode == 2
