@@ -96,3 +96,16 @@ def test_rules_from_the_config_override_the_default_table():
     assert rules_from_config("") == tuple(DEFAULT_RULES)
     with pytest.raises(ConfigError, match="mesh.rules"):
         rules_from_config("embed=fsdpp")
+
+
+def test_several_slices_multiply_the_per_slice_shape_and_a_mismatch_is_one_sentence():
+    from diffcorrupt.errors import ConfigError
+    from diffcorrupt.parallel.mesh import mesh_shape
+
+    config = base_config()
+    config.mesh.dcn_data = 2
+    config.mesh.fsdp = 2
+    assert mesh_shape(config.mesh, 8) == {"data": 4, "fsdp": 2, "tensor": 1}
+    # one process on CPU devices without slice indices: two slices cannot be formed
+    with pytest.raises(ConfigError, match="slices"):
+        make_mesh(config.mesh)

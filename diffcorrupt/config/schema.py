@@ -115,6 +115,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh.data = -1
     config.mesh.fsdp = 1
     config.mesh.tensor = 1
+    config.mesh.dcn_data = 1  # slices (or GPU nodes) the data axis spans; data above is per slice
+    config.mesh.dcn_fsdp = 1
     # Logical axis -> mesh axes, over diffcorrupt.parallel.sharding.DEFAULT_RULES: 'embed=fsdp,mlp=tensor'.
     config.mesh.rules = ""
     return config
