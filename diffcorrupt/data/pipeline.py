@@ -86,10 +86,11 @@ def make_dataset(
     return ds.map(_LoadBatch(source, preprocess))
 
 
-def make_iterator(config: ml_collections.ConfigDict, dataset: grain.MapDataset | None = None, **kwargs) -> grain.DatasetIterator:
-    """A prefetching iterator (threads, and worker processes when configured) with get/set_state."""
+def make_iterator(config: ml_collections.ConfigDict, **kwargs) -> grain.DatasetIterator:
+    """A prefetching iterator (threads, and worker processes when configured) with get/set_state;
+    ``kwargs`` go to ``make_dataset``."""
     data = config.data
-    dataset = make_dataset(config, **kwargs) if dataset is None else dataset
+    dataset = make_dataset(config, **kwargs)
     iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch))
     if data.num_workers > 0:
         # grain's workers read absl flags; jobs parse theirs with argparse, so absl's stay unparsed.

@@ -8,6 +8,7 @@ encoder from size B up, and the small one below.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -88,6 +89,4 @@ def example_inputs(model: nn.Module, input_shape: tuple[int, int, int], batch: i
 
 
 def parameter_count(params) -> int:
-    import jax
-
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
