@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 import ml_collections
+from absl import logging
 
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.errors import UserError
@@ -44,3 +45,14 @@ def run(job: str, main: Callable[[list[str]], int | None], argv: Sequence[str] |
     except UserError as err:
         print(f"diffcorrupt {job}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _quiet_checkpoint_library(record) -> bool:
+    """Keeps orbax's per-save chatter (a dozen INFO lines a checkpoint) out of a job's log."""
+    return record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
+
+
+def log_progress() -> None:
+    """INFO logging for long jobs (progress, metrics), without the checkpoint library's chatter."""
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_logger().addFilter(_quiet_checkpoint_library)

@@ -11,16 +11,10 @@ import json
 import sys
 
 import jax
-from absl import logging
 
 from diffcorrupt import jobs
 from diffcorrupt.config.validate import validate
 from diffcorrupt.parallel.distributed import initialize_from_environment
-
-
-def _quiet_checkpoint_library(record) -> bool:
-    """Keeps orbax's per-save chatter (a dozen INFO lines a checkpoint) out of the training log."""
-    return record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
 
 
 def main(argv: list[str]) -> int:
@@ -31,8 +25,7 @@ def main(argv: list[str]) -> int:
     flags, config = parser.parse_with_config(argv)
     initialize_from_environment()
     validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_logger().addFilter(_quiet_checkpoint_library)
+    jobs.log_progress()
     from diffcorrupt.training.loop import train
 
     summary = train(config, flags.workdir, allow_config_change=flags.allow_config_change, aot_only=flags.aot)

@@ -45,3 +45,18 @@ def save_image_grid(path: pathlib.Path, images: np.ndarray, titles: Sequence[str
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save_curves(path: pathlib.Path, curves: dict[str, tuple[Sequence[int], Sequence[float]]], ylabel: str, title: str) -> None:
+    """One line per run: a metric against the training step."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, (steps, values) in curves.items():
+        ax.plot(steps, values, marker="o", markersize=3, label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
