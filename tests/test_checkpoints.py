@@ -281,3 +281,12 @@ def test_storage_errors_translate_and_bugs_do_not():
     assert "step 12" in str(error) and "(No space left on device)" in str(error)
     assert "(Read-only file system)" in str(storage_error(OSError(errno.EROFS, "Read-only file system"), 3, directory))
     assert storage_error(TypeError("unsupported leaf type"), 3, directory) is None
+
+
+def test_a_key_added_to_the_schema_since_the_save_counts_as_its_default(config):
+    saved = config.to_dict()
+    del saved["train"]["grad_clip"]  # as if saved before the key existed
+    check_compatible(saved, config)  # the new config keeps the default: fine
+    config.train.grad_clip = 1.0
+    with pytest.raises(ConfigError, match="train.grad_clip"):
+        check_compatible(saved, config)

@@ -37,6 +37,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from diffcorrupt.config.loading import flat_keys
+from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import ConfigError, UserError
 
 T = TypeVar("T")
@@ -252,10 +253,12 @@ class Checkpointer:
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, *, allow: bool = False) -> None:
     """Refuses to resume when a key that changes the model, the data or the optimisation differs from
-    the saved config (``allow`` skips the check). A key missing on one side counts as differing."""
+    the saved config (``allow`` skips the check). A key the saved config lacks (one added to the
+    schema since) counts as its default, so runs outlive new options that leave them unchanged."""
     if allow:
         return
-    old = flat_keys(ml_collections.ConfigDict(saved))
+    defaults = flat_keys(ml_collections.ConfigDict(json.loads(json.dumps(base_config().to_dict()))))
+    old = {**defaults, **flat_keys(ml_collections.ConfigDict(saved))}
     # A JSON round trip makes tuples lists and so on, the way the saved side was written.
     new = flat_keys(ml_collections.ConfigDict(json.loads(json.dumps(config.to_dict()))))
     missing = "<absent>"
