@@ -16,27 +16,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
 from diffcorrupt.config.loading import config_hash
-from diffcorrupt.data.global_batch import batch_sharding, to_global_batch
 from diffcorrupt.data.pipeline import corrupted_source, make_iterator
-from diffcorrupt.diffusion.schedules import make_schedule
 from diffcorrupt.errors import UserError
-from diffcorrupt.models.registry import model_from_config
-from diffcorrupt.models.tokenizer import ByteTokenizer
-from diffcorrupt.parallel.mesh import make_mesh
-from diffcorrupt.parallel.sharding import rules_from_config
-from diffcorrupt.training.batches import abstract_batch, input_spec, model_batch
+from diffcorrupt.data.global_batch import to_global_batch
+from diffcorrupt.training.batches import input_spec, model_batch
 from diffcorrupt.training.checkpoints import Checkpointer, check_compatible
+from diffcorrupt.training.compiled_run import CompiledRun, compile_run
+from diffcorrupt.training.state import abstract_state
 from diffcorrupt.training.jsonl_writer import JsonlWriter
-from diffcorrupt.training.objective import make_loss_fn
-from diffcorrupt.training.optimizer import make_optimizer
 from diffcorrupt.training.preview import GRID, preview_conditions, write_preview
-from diffcorrupt.training.state import abstract_state, create_state
-from diffcorrupt.training.step import make_train_step
 
 # Dense bf16 peak FLOP/s per device, for MFU; matched by prefix of jax's device_kind.
 PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12, "TPU v4": 275e12,
@@ -73,26 +65,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
                                     keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
         if checkpointer.latest_step() is not None:
             check_compatible(checkpointer.saved_config(), config, allow=allow_config_change)
-    mesh = make_mesh(config.mesh)
-    rules = rules_from_config(config.mesh.rules)
     view = corrupted_source(config)
     input_shape, num_classes = input_spec(config, view.source)
-    model = model_from_config(config, input_shape, num_classes)
-    tokenizer = ByteTokenizer(config.model.text_max_length) if num_classes == 0 else None
-    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-    optimizer, lr_schedule = make_optimizer(config.train)
-    step_fn = make_train_step(make_loss_fn(model, schedule, config), optimizer, lr_schedule,
-                              config.train.ema_decay, config.train.grad_accum)
-    state, shardings = create_state(model, optimizer, input_shape, config.seed, mesh, rules)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, None),
-                         donate_argnums=0)
-        start = time.perf_counter()
-        compiled = jitted.lower(state, abstract_batch(config, input_shape, tokenizer, mesh)).compile()
-        compile_s = time.perf_counter() - start
-    step_flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    run = compile_run(config, input_shape, num_classes)
     if aot_only:
-        return _aot_report(compiled, compile_s, step_flops, mesh)
+        return _aot_report(run)
+    mesh, rules, model, tokenizer, state = run.mesh, run.rules, run.model, run.tokenizer, run.state
 
     iterator = make_iterator(config, process_index=jax.process_index(), process_count=jax.process_count(), source=view)
     if checkpointer.latest_step() is not None:
@@ -119,19 +97,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
             batch = model_batch(next(iterator), tokenizer)
             interval.data_wait += time.perf_counter() - wait_start
             with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-                state, metrics = compiled(state, to_global_batch(batch, mesh))
+                state, metrics = run.step(state, to_global_batch(batch, mesh))
             step += 1
             interval.add(metrics)
             progress(step)
             if step % config.train.log_every == 0 or step == config.train.num_steps:
                 _guard(state)
-                scalars = interval.flush(step_flops, config.train.batch_size)
+                scalars = interval.flush(run.step_flops, config.train.batch_size)
                 writer.write_scalars(step, scalars)
                 if jsonl:
                     jsonl.write_scalars(step, scalars)
             side_start = time.perf_counter()
             if preview_cond is not None and step % config.train.sample_every == 0:
-                write_preview(model, state.ema_params, config, schedule, preview_cond, input_shape, workdir_path, step, writer)
+                write_preview(model, state.ema_params, config, run.schedule, preview_cond, input_shape, workdir_path, step, writer)
             if checkpointer.should_save(step):
                 _guard(state)
                 checkpointer.save(step, state, config, iterator)
@@ -146,7 +124,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
         if jsonl:
             jsonl.close()
     return {"workdir": str(workdir_path), "first_step": first_step, "last_step": step, "preempted": preemption.requested,
-            "compile_s": round(compile_s, 2)}
+            "compile_s": round(run.compile_s, 2)}
 
 
 def _guard(state) -> None:
@@ -195,9 +173,10 @@ class _Interval:
         return scalars
 
 
-def _aot_report(compiled, compile_s: float, step_flops: float, mesh) -> dict[str, Any]:
-    memory = compiled.memory_analysis()
-    report = {"aot": True, "mesh": dict(mesh.shape), "compile_s": round(compile_s, 2), "step_gflops": step_flops / 1e9}
+def _aot_report(run: CompiledRun) -> dict[str, Any]:
+    memory = run.step.memory_analysis()
+    report = {"aot": True, "mesh": dict(run.mesh.shape), "compile_s": round(run.compile_s, 2),
+              "step_gflops": run.step_flops / 1e9}
     if memory is not None:
         for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "generated_code_size_in_bytes"):
             if hasattr(memory, field):

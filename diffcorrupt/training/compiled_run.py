@@ -1,0 +1,63 @@
+"""A run's pieces, built once: mesh, model, sharded state and the step compiled for the global batch.
+
+The train job and the train-step benchmark both start here, so what is benchmarked is the step
+that trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from diffcorrupt.data.global_batch import batch_sharding
+from diffcorrupt.diffusion.schedules import Schedule, make_schedule
+from diffcorrupt.models.registry import model_from_config
+from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.parallel.mesh import make_mesh
+from diffcorrupt.parallel.sharding import Rules, rules_from_config
+from diffcorrupt.training.batches import abstract_batch
+from diffcorrupt.training.objective import make_loss_fn
+from diffcorrupt.training.optimizer import make_optimizer
+from diffcorrupt.training.state import TrainState, create_state
+from diffcorrupt.training.step import make_train_step
+
+
+@dataclasses.dataclass
+class CompiledRun:
+    mesh: Mesh
+    rules: Rules
+    model: nn.Module
+    tokenizer: ByteTokenizer | None  # captions -> tokens; None for class labels
+    schedule: Schedule
+    state: TrainState
+    batch_spec: dict[str, jax.ShapeDtypeStruct]
+    step: Any  # the compiled step: (state, global batch) -> (state, metrics); donates the state
+    compile_s: float
+    step_flops: float  # XLA's count for the partitioned step, i.e. one device's work
+
+
+def compile_run(config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], num_classes: int) -> CompiledRun:
+    mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config.mesh.rules)
+    model = model_from_config(config, input_shape, num_classes)
+    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    optimizer, lr_schedule = make_optimizer(config.train)
+    step_fn = make_train_step(make_loss_fn(model, schedule, config), optimizer, lr_schedule,
+                              config.train.ema_decay, config.train.grad_accum)
+    state, shardings = create_state(model, optimizer, input_shape, config.seed, mesh, rules)
+    batch_spec = abstract_batch(config, input_shape, tokenizer, mesh)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, None),
+                         donate_argnums=0)
+        start = time.perf_counter()
+        compiled = jitted.lower(state, batch_spec).compile()
+        compile_s = time.perf_counter() - start
+    step_flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    return CompiledRun(mesh, rules, model, tokenizer, schedule, state, batch_spec, compiled, compile_s, step_flops)
