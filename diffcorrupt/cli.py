@@ -9,6 +9,7 @@ from diffcorrupt.config.loading import suggest
 
 JOBS = {
     "train": "train or resume a run in --workdir (orbax checkpoints, metrics, samples)",
+    "sample": "images from a run's EMA weights, sharded, resumable (ADM .npz shards + grid)",
     "corruption": "write and print the corruption manifest of a configured dataset",
     "bench": "benchmarks that print one JSON line (data, model, train)",
     "demo": "the end-to-end demo on the embedded Fashion-MNIST set",

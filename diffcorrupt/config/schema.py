@@ -88,6 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.steps = 50
     config.sample.eta = 0.0  # DDIM only
     config.sample.cfg_scale = 1.5
+    config.sample.num_samples = 50_000  # the ADM protocol's 50K; class-balanced (N/C per class)
+    config.sample.batch_size = 256  # global; a multiple of the data-parallel size
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 100_000

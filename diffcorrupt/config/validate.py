@@ -14,7 +14,8 @@ from diffcorrupt.errors import ConfigError
 from diffcorrupt.parallel.mesh import data_parallel_size
 
 _POSITIVE = ("data.image_size", "train.num_steps", "train.batch_size", "checkpoint.every_steps", "checkpoint.keep",
-             "diffusion.num_steps", "model.text_max_length", "train.lr", "train.grad_accum", "train.log_every")
+             "diffusion.num_steps", "model.text_max_length", "train.lr", "train.grad_accum", "train.log_every",
+             "sample.num_samples", "sample.batch_size")
 _NON_NEGATIVE = ("data.num_examples", "data.num_epochs", "data.num_workers", "data.prefetch", "data.corruption.seed", "seed",
                  "train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.sample_every",
                  "checkpoint.keep_every")

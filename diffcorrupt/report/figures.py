@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def save_flip_matrix(path: pathlib.Path, matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> None:
@@ -27,6 +28,21 @@ def save_flip_matrix(path: pathlib.Path, matrix: Sequence[Sequence[int]], class_
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save_tiled(path: pathlib.Path, pixels: np.ndarray) -> np.ndarray:
+    """uint8 NHWC images tiled edge to edge in a near-square grid and saved at their own resolution
+    (no resampling, so what is seen is what the metrics read). Returns the grid (H, W, C)."""
+    count, height, width, channels = pixels.shape
+    side = int(np.ceil(np.sqrt(count)))
+    rows = -(-count // side)
+    grid = np.zeros((rows * height, side * width, channels), np.uint8)
+    for i, image in enumerate(pixels):
+        r, c = divmod(i, side)
+        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if channels == 1 else grid).save(path)
+    return grid
 
 
 def save_image_grid(path: pathlib.Path, images: np.ndarray, titles: Sequence[str], highlight: Sequence[bool],

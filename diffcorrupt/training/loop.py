@@ -23,6 +23,7 @@ from diffcorrupt.config.loading import config_hash
 from diffcorrupt.data.pipeline import corrupted_source, make_iterator
 from diffcorrupt.errors import UserError
 from diffcorrupt.data.global_batch import to_global_batch
+from diffcorrupt.sampling.restore import write_model_spec
 from diffcorrupt.training.batches import input_spec, model_batch
 from diffcorrupt.training.checkpoints import Checkpointer, check_compatible
 from diffcorrupt.training.compiled_run import CompiledRun, compile_run
@@ -70,6 +71,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     run = compile_run(config, input_shape, num_classes)
     if aot_only:
         return _aot_report(run)
+    if jax.process_index() == 0:
+        write_model_spec(workdir_path, input_shape, num_classes)
     mesh, rules, model, tokenizer, state = run.mesh, run.rules, run.model, run.tokenizer, run.state
 
     iterator = make_iterator(config, process_index=jax.process_index(), process_count=jax.process_count(), source=view)

@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from diffcorrupt.diffusion.samplers import guided, sample
 from diffcorrupt.diffusion.schedules import Schedule
 from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.report.figures import save_tiled
+from diffcorrupt.sampling.quantise import quantise
 
 GRID = 16
 STEPS = 25
@@ -39,15 +40,8 @@ def write_preview(model, ema_params, config: ml_collections.ConfigDict, schedule
 
     images = jax.jit(lambda z: sample(guided(model_fn, config.sample.cfg_scale, channels), z, schedule,
                                       sampler="ddim", steps=STEPS, learned_sigma=config.model.learned_sigma))(noise)
-    pixels = np.asarray(jnp.clip(jnp.round((images + 1) * 127.5), 0, 255)).astype(np.uint8)
-    side = int(np.ceil(np.sqrt(GRID)))
-    height, width = input_shape[:2]
-    grid = np.zeros((side * height, side * width, channels), np.uint8)
-    for i, image in enumerate(pixels):
-        r, c = divmod(i, side)
-        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    pixels = np.asarray(quantise(images))
     path = workdir / "samples" / f"step_{step}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid[..., 0] if channels == 1 else grid).save(path)
+    grid = save_tiled(path, pixels)
     writer.write_images(step, {"samples": grid[None].astype(np.float32) / 255.0})
     return path

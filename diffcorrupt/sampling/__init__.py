@@ -1,0 +1,1 @@
+"""Sampling a trained run: its EMA weights, the sharded generator and the sample files."""

@@ -1,0 +1,134 @@
+"""Batches of samples from a restored model, sharded over every device of the mesh.
+
+Sample j is a pure function of (seed, j): its initial noise is drawn from
+``fold_in(fold_in(key(seed), j), 0)`` and the noise its sampler adds on the way (DDPM, DDIM with
+eta > 0) from ``fold_in(..., 1)``; its condition is class ``j mod C`` (so any N/C-divisible N is
+class-balanced, and every prefix nearly so) or caption ``j mod len(captions)``. Which batch, which
+device and which restart computes j therefore changes nothing, and the guidance scales of one run
+share their noise, so their samples differ only by the scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from diffcorrupt.data.global_batch import batch_sharding
+from diffcorrupt.diffusion.samplers import guided, sample
+from diffcorrupt.errors import UserError
+from diffcorrupt.parallel.mesh import BATCH_AXES
+from diffcorrupt.sampling.quantise import quantise
+from diffcorrupt.sampling.restore import RestoredModel
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+    sampler: str
+    steps: int
+    cfg_scale: float
+    eta: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The folder name of these settings' samples, e.g. ``dpm50-cfg1.5-seed0``."""
+        eta = f"-eta{self.eta:g}" if self.eta else ""
+        return f"{self.sampler}{self.steps}{eta}-cfg{self.cfg_scale:g}-seed{self.seed}"
+
+
+@dataclasses.dataclass
+class Conditions:
+    """What sample j is conditioned on, for the model and for the sample file."""
+
+    model_input: np.ndarray  # (B,) int32 labels or (B, L) int32 tokens
+    labels: np.ndarray | None
+    captions: np.ndarray | None
+
+
+def conditions(restored: RestoredModel, indices: np.ndarray, captions: Sequence[str] | None) -> Conditions:
+    if restored.num_classes:
+        labels = (indices % restored.num_classes).astype(np.int32)
+        return Conditions(labels, labels, None)
+    if not captions:
+        raise UserError("this run is text-conditional; pass --captions=FILE with one caption per line")
+    chosen = np.asarray([captions[j % len(captions)] for j in indices])
+    return Conditions(restored.tokenizer.encode_batch(list(chosen)), None, chosen)
+
+
+def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh,
+                   batch_size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``generate(indices, model_conditions) -> uint8 images`` for one global batch of
+    ``batch_size`` samples, on every process (gathered from the devices that computed them).
+    ``batch_size`` must be a multiple of the data-parallel size (``parallel_batch`` rounds up)."""
+    config, model = restored.config, restored.model
+    channels = restored.input_shape[-1]
+    if config.data.name == "latent_records":
+        raise UserError("this run was trained on latents, and decoding them to images needs the autoencoder "
+                        "support that is not built yet (the latent-diffusion issue); sample a pixel-space run")
+    sharding = batch_sharding(mesh)
+    param_shardings = jax.tree.map(lambda x: x.sharding, restored.params)
+    noisy = settings.sampler == "ddpm" or settings.eta > 0
+
+    def generate(params, index: jax.Array, cond: jax.Array) -> jax.Array:
+        keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(settings.seed), j))(index)
+        noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 0), restored.input_shape))(keys)
+        if settings.cfg_scale == 1.0:  # guidance at scale 1 is the conditional model: skip the null half
+            denoise = lambda x, t: model.apply({"params": params}, x, t, cond, jnp.zeros(x.shape[0], bool))  # noqa: E731
+        else:
+            doubled = jnp.concatenate([cond, cond])
+            denoise = guided(lambda x, t, null: model.apply({"params": params}, x, t, doubled, null),
+                             settings.cfg_scale, channels)
+        rng = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys) if noisy else None
+        images = sample(denoise, noise, restored.schedule, sampler=settings.sampler, steps=settings.steps,
+                        eta=settings.eta, prediction=config.diffusion.prediction,
+                        learned_sigma=config.model.learned_sigma, rng=rng)
+        return quantise(images)
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(restored.rules):
+        compiled = jax.jit(generate, in_shardings=(param_shardings, sharding, sharding), out_shardings=sharding).lower(
+            restored.params, jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+            jax.ShapeDtypeStruct((batch_size, *conditions_shape(restored)), jnp.int32, sharding=sharding),
+        ).compile()
+
+    def run(indices: np.ndarray, model_conditions: np.ndarray) -> np.ndarray:
+        index = _global(indices.astype(np.int32), sharding)
+        cond = _global(model_conditions.astype(np.int32), sharding)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(restored.rules):
+            images = compiled(restored.params, index, cond)
+        check_batch_sharded(images, mesh)
+        return np.asarray(multihost_utils.process_allgather(images, tiled=True))
+
+    return run
+
+
+def parallel_batch(batch_size: int, mesh: Mesh) -> int:
+    """The global batch rounded up to a multiple of the data-parallel size, so that any requested
+    batch runs on any mesh (the extra rows are padding, dropped after sampling)."""
+    parallel = int(np.prod([mesh.shape[axis] for axis in BATCH_AXES]))
+    return -(-batch_size // parallel) * parallel
+
+
+def conditions_shape(restored: RestoredModel) -> tuple[int, ...]:
+    return () if restored.num_classes else (restored.config.model.text_max_length,)
+
+
+def check_batch_sharded(images: jax.Array, mesh: Mesh) -> None:
+    """Fails loudly if a batch came back replicated: "data-parallel" sampling that silently computes
+    the whole batch on every device is the classic way to lose a factor of the device count."""
+    expected = batch_sharding(mesh)
+    parallel = int(np.prod([mesh.shape[axis] for axis in BATCH_AXES]))
+    if not images.sharding.is_equivalent_to(expected, images.ndim) or (parallel > 1 and images.sharding.is_fully_replicated):
+        raise AssertionError(f"sampled batch has sharding {images.sharding}, not the batch split {expected.spec} over {parallel} devices")
+
+
+def _global(values: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
+    """A global array from a host array that every process holds whole (the indices and their
+    conditions are computed identically everywhere), each device taking its own rows."""
+    return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
+

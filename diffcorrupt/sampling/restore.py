@@ -1,0 +1,131 @@
+"""A trained run's EMA weights, read from its orbax checkpoint without the optimizer state.
+
+The sampler needs only the model and its EMA parameters: restoring the whole train state would
+read (and hold in memory) the AdamW moments, three times the parameters again. orbax's partial
+restore reads the ``ema_params`` subtree alone, straight into the shardings of the sampling mesh,
+whatever mesh wrote it. The model is rebuilt from the config saved beside the weights, so a run
+is sampled with exactly the architecture it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import grain.checkpoint
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+
+from diffcorrupt.config.schema import base_config
+from diffcorrupt.diffusion.schedules import Schedule, make_schedule
+from diffcorrupt.errors import UserError
+from diffcorrupt.models.registry import example_inputs, model_from_config
+from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.parallel.sharding import Rules, rules_from_config, variable_shardings
+
+MODEL_SPEC = "model.json"  # written by the train job: what the model needs beyond the config
+
+
+@dataclasses.dataclass
+class RestoredModel:
+    config: ml_collections.ConfigDict
+    step: int
+    model: nn.Module
+    params: Any  # EMA parameters, sharded over the sampling mesh
+    input_shape: tuple[int, int, int]
+    num_classes: int  # 0 for a text-conditional model
+    tokenizer: ByteTokenizer | None
+    schedule: Schedule
+    rules: Rules
+
+
+def write_model_spec(workdir: Path, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Records the model's input shape and class count, which the config alone does not fix (they
+    come from the dataset), so that sampling never needs the training data."""
+    (workdir / MODEL_SPEC).write_text(json.dumps({"input_shape": list(input_shape), "num_classes": num_classes}) + "\n")
+
+
+def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None) -> RestoredModel:
+    """The EMA weights of ``step`` (default: the newest) of the run in ``workdir``."""
+    workdir = Path(workdir)
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        raise UserError(f"{workdir} holds no checkpoints/ folder; pass the --workdir of a train run")
+    manager = ocp.CheckpointManager(
+        directory.absolute(),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler()},  # known, so orbax does not warn; never read
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+    )
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise UserError(f"{directory} holds no checkpoint yet; train first or pass another --workdir")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise UserError(f"{directory} has no checkpoint of step {step}; it has steps {', '.join(map(str, steps))}")
+    config = _config_from_saved(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
+    input_shape, num_classes = _model_spec(workdir, config)
+    model = model_from_config(config, input_shape, num_classes)
+    rules = rules_from_config(config.mesh.rules)
+    abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"])
+    shardings = variable_shardings(abstract, mesh, rules)
+    target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                          nn.meta.unbox(abstract), shardings)
+    _check_shapes(manager.item_metadata(step)["state"]["ema_params"], target, config.model.name, directory / str(step))
+    item = {"ema_params": target}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+    manager.close()
+    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    return RestoredModel(config, step, model, restored.state["ema_params"], input_shape, num_classes, tokenizer,
+                         schedule, rules)
+
+
+def _config_from_saved(saved: dict) -> ml_collections.ConfigDict:
+    """The saved config on top of today's defaults, so keys added to the schema since keep their
+    defaults (which, by the schema's rule, reproduce the old behaviour)."""
+    config = base_config()
+
+    def merge(target: ml_collections.ConfigDict, values: dict) -> None:
+        for key, value in values.items():
+            if key not in target:
+                continue
+            if isinstance(value, dict):
+                merge(target[key], value)
+            else:
+                target[key] = type(target[key])(value) if isinstance(target[key], tuple) else value
+
+    merge(config, saved)
+    return config
+
+
+def _model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int]:
+    spec_path = workdir / MODEL_SPEC
+    if spec_path.is_file():
+        spec = json.loads(spec_path.read_text())
+        return tuple(spec["input_shape"]), int(spec["num_classes"])
+    # A run written before the train job recorded its model spec: ask the dataset.
+    from diffcorrupt.data.sources.registry import make_source
+    from diffcorrupt.training.batches import input_spec
+
+    return input_spec(config, make_source(config.data))
+
+
+def _check_shapes(saved: Any, target: Any, model_name: str, where: Path) -> None:
+    """Names the first parameter whose saved shape the configured model does not have: a checkpoint
+    of another model gets one sentence instead of an orbax traceback."""
+    saved_flat = {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(saved)}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(target):
+        name = jax.tree_util.keystr(path)
+        got = saved_flat.get(name)
+        if got != tuple(leaf.shape):
+            found = "is missing" if got is None else f"has shape {list(got)}"
+            raise UserError(f"the checkpoint in {where} does not fit model '{model_name}': parameter {name} {found}, "
+                            f"the model expects {list(leaf.shape)}; sample it with the code and "
+                            "config that trained it")
