@@ -1,0 +1,1 @@
+"""Feature networks and the metrics computed from them."""
