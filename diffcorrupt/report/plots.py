@@ -1,0 +1,160 @@
+"""Figures for a batch evaluation, one set per feature network: the guidance-scale sweep, the cost of corruption
+(distance vs corruption ratio), the precision/recall trade-off and training progress. All read seed-aggregated
+settings (see tables.aggregate), so error bars are the spread over training seeds."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable, Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
+
+from diffcorrupt.report.tables import (  # noqa: E402
+    METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
+
+NETWORK_NAMES = {"inception": "Inception", "classifier": "classifier features"}
+# A line: label -> points (x, mean, std or None), drawn in x order.
+Lines = dict[str, list[tuple[float, float, float | None]]]
+
+
+def axis_label(metric: str, network: str) -> str:
+    """'FID (Inception)', 'FD (classifier features)', 'recall (Inception)'."""
+    return f"{METRIC_NAMES.get(metric, metric)} ({NETWORK_NAMES.get(network, network)})"
+
+
+def _sampler_suffix(rows: Sequence[Row]) -> Callable[[Row], str]:
+    """Sampler settings appended to legend labels only when a network's rows mix several, so lines never merge."""
+    varied = len({(r.get("sampler"), r.get("steps"), r.get("num_samples")) for r in rows}) > 1
+    return lambda r: f" ({r.get('sampler')} {r.get('steps')}, {r.get('num_samples')} samples)" if varied else ""
+
+
+def _latest(rows: Iterable[Row], key: Callable[[Row], str]) -> list[Row]:
+    """The rows at the latest checkpoint step of each key (runs may have trained for different lengths)."""
+    rows = list(rows)
+    last: dict[str, int] = {}
+    for row in rows:
+        last[key(row)] = max(last.get(key(row), row["step"]), row["step"])
+    return [row for row in rows if row["step"] == last[key(row)]]
+
+
+def _add(lines: Lines, label: str, x: float, row: Row, metric: str) -> None:
+    lines.setdefault(label, []).append((x, metric_value(row, metric), metric_value(row, f"{metric}_std")))
+
+
+def _save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, title: str,
+                percent_x: bool = False) -> bool:
+    """Error-bar lines (bars only where there is a seed std); skipped, returning False, with under two x values."""
+    if len({x for points in lines.values() for x, _, _ in points}) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, points in lines.items():
+        xs, ys, stds = zip(*sorted(points, key=lambda point: point[0]))
+        errors = [s or 0.0 for s in stds]
+        ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", markersize=3, capsize=3, label=label)
+    if percent_x:
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool:
+    metric = primary_metric(network)
+    suffix = _sampler_suffix(aggregated)
+    lines: Lines = {}
+    for row in _latest(aggregated, key=lambda r: setting_label(r) + suffix(r)):
+        _add(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
+    return _save_lines(path, lines, "classifier-free guidance scale", axis_label(metric, network),
+                       f"{METRIC_NAMES[metric]} vs guidance scale (latest step)")
+
+
+def _vs_eta(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
+    """Clean runs are the eta = 0 point of every corruption line with the same CEP (and sampler settings); a clean
+    setting with no such line is drawn on its own."""
+    metric = primary_metric(network)
+    suffix = _sampler_suffix(best)
+    latest = _latest(best, key=lambda r: setting_label(r) + suffix(r))
+    lines: Lines = {}
+    joins: dict[tuple, dict[str, None]] = {}  # (cep, sampler suffix) -> labels of its corruption lines
+    for row in latest:
+        if not is_clean(row):
+            label = setting_label(row, with_eta=False) + suffix(row)
+            _add(lines, label, row["eta"], row, metric)
+            joins.setdefault((row.get("cep"), suffix(row)), {})[label] = None
+    for row in latest:
+        if is_clean(row):
+            for label in joins.get((row.get("cep"), suffix(row))) or [setting_label(row) + suffix(row)]:
+                _add(lines, label, 0.0, row, metric)
+    return _save_lines(path, lines, "corruption ratio η", axis_label(metric, network),
+                       f"{METRIC_NAMES[metric]} at the best guidance scale vs corruption ratio (latest step)",
+                       percent_x=True)
+
+
+def _vs_step(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
+    metric = primary_metric(network)
+    suffix = _sampler_suffix(best)
+    lines: Lines = {}
+    for row in best:
+        _add(lines, setting_label(row) + suffix(row), row["step"], row, metric)
+    return _save_lines(path, lines, "training step", axis_label(metric, network),
+                       f"{METRIC_NAMES[metric]} at the best guidance scale vs training step")
+
+
+def _precision_recall(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool:
+    """Each guidance scale is one point, annotated with its scale; skipped, returning False, under two points."""
+    suffix = _sampler_suffix(aggregated)
+    series: dict[str, list[Row]] = {}
+    for row in _latest(aggregated, key=lambda r: setting_label(r) + suffix(r)):
+        if metric_value(row, "precision") is not None and metric_value(row, "recall") is not None:
+            series.setdefault(setting_label(row) + suffix(row), []).append(row)
+    if sum(len(rows) for rows in series.values()) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for label, rows in series.items():
+        rows = sorted(rows, key=lambda r: r["cfg_scale"])
+        ax.plot([r["recall"] for r in rows], [r["precision"] for r in rows], marker="o", markersize=4,
+                linestyle=":", label=label)
+        for row in rows:
+            ax.annotate(f"{row['cfg_scale']:g}", (row["recall"], row["precision"]), textcoords="offset points",
+                        xytext=(3, 3), fontsize=6)
+    ax.set_xlabel(axis_label("recall", network))
+    ax.set_ylabel(axis_label("precision", network))
+    ax.set_title("precision vs recall across guidance scales (latest step; points labelled by scale)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathlib.Path]:
+    """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png and <network>_vs_step.png for
+    each feature network in rows; a figure whose x axis would hold a single value is not written. Returns the
+    paths written."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    aggregated = aggregate(rows)
+    best = best_scale(aggregated)
+    written = []
+    for network in dict.fromkeys(row["network"] for row in aggregated):
+        everything = [r for r in aggregated if r["network"] == network]
+        # Rows without the primary distance have nothing to place on the distance plots.
+        measured = [r for r in everything if metric_value(r, primary_metric(network)) is not None]
+        ranked = [r for r in best if r["network"] == network]
+        for name, draw, data in (("vs_cfg", _vs_cfg, measured), ("vs_eta", _vs_eta, ranked),
+                                 ("precision_recall", _precision_recall, everything), ("vs_step", _vs_step, ranked)):
+            path = out / f"{network}_{name}.png"
+            if draw(path, network, data):
+                written.append(path)
+    return written

@@ -1,0 +1,213 @@
+"""Result tables for a batch evaluation: every raw row, seed-aggregated settings, and the best guidance scale.
+
+A row is one (run, checkpoint step, sampler settings, feature network) evaluation. Runs that differ only by
+training seed share a *setting*, and the paper compares settings, not runs, so seeds are averaged first (mean,
+sample standard deviation, n); the paper then reports each setting at its best classifier-free guidance scale.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Row = Mapping[str, Any]
+
+METRICS = ("fid", "fd", "sfid", "inception_score", "precision", "recall", "accuracy", "memorization_ratio",
+           "top5_distance")
+METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS", "precision": "precision",
+                "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
+                "top5_distance": "top-5 distance"}
+IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "seed", "step", "sampler", "steps",
+            "cfg_scale", "num_samples", "network")
+# Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
+# such as inception_score_std or accuracy_<attribute>) are measurements: kept in results.csv, never grouped by.
+RUN_KEYS = ("run", "workdir", "config_hash", "seed")
+SETTING_KEYS = tuple(k for k in IDENTITY if k not in RUN_KEYS)
+_ORDER = ("network", "corruption", "cep", "eta", "step", "cfg_scale")
+_THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio"})
+_PAPER_METRICS = ("precision", "recall", "accuracy")
+_MISSING = "—"
+_CEP_SHORT = {"uniform": "U", "gaussian": "G"}
+
+
+def primary_metric(network: str) -> str:
+    """The distance settings are ranked by (lower is better): FID on Inception features, FD on the classifier's."""
+    try:
+        return {"inception": "fid", "classifier": "fd"}[network]
+    except KeyError:
+        raise ValueError(f"no primary metric for feature network {network!r}") from None
+
+
+def metric_value(row: Row, metric: str) -> float | None:
+    """The metric as a float, or None when the evaluation did not produce it (absent, None or NaN)."""
+    value = row.get(metric)
+    if value is None or math.isnan(float(value)):
+        return None
+    return float(value)
+
+
+def present_metrics(rows: Iterable[Row]) -> list[str]:
+    """The METRICS that have at least one value in rows, in METRICS order."""
+    rows = list(rows)
+    return [m for m in METRICS if any(metric_value(row, m) is not None for row in rows)]
+
+
+def is_clean(row: Row) -> bool:
+    """Trained on uncorrupted conditions: no corruption kind, or a ratio of zero."""
+    return row.get("corruption") in (None, "none") or not row.get("eta")
+
+
+def cep_label(cep: str | None) -> str:
+    """'uniform:1' -> 'CEP-U 1', 'gaussian:0.5' -> 'CEP-G 0.5'; empty for no CEP."""
+    if cep in (None, "none"):
+        return ""
+    method, _, gamma = cep.partition(":")
+    return f"CEP-{_CEP_SHORT.get(method, method)} {gamma}".rstrip()
+
+
+def setting_label(row: Row, with_eta: bool = True) -> str:
+    """'clean', 'symmetric 5%', 'clean + CEP-U 1': short enough for a legend entry or a table cell."""
+    if is_clean(row):
+        label = "clean"
+    else:
+        label = f"{row['corruption']} {row['eta'] * 100:g}%" if with_eta else str(row["corruption"])
+    cep = cep_label(row.get("cep"))
+    return f"{label} + {cep}" if cep else label
+
+
+def _rank(value: Any) -> tuple:
+    """Sort key that puts 'none' (clean, no CEP) before other strings and missing values last."""
+    if value is None:
+        return (2, 0)
+    if isinstance(value, str):
+        return (0 if value == "none" else 1, value)
+    return (1, value)
+
+
+def _present(rows: Sequence[Row], keys: Iterable[str]) -> list[str]:
+    return [k for k in keys if any(k in row for row in rows)]
+
+
+def aggregate(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """One row per setting: its identity, n (rows, i.e. seeds, in it) and per metric `<m>` (mean over the seeds
+    that have it) and `<m>_std` (sample std, ddof=1; None when fewer than two seeds have it). Sorted by network,
+    corruption, cep, eta, step, cfg_scale (clean first), then sampler, steps, num_samples."""
+    rows = list(rows)
+    columns = _present(rows, SETTING_KEYS)
+    metrics = present_metrics(rows)
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in columns), []).append(row)
+    out = []
+    for key, members in groups.items():
+        summary: dict[str, Any] = dict(zip(columns, key))
+        summary["n"] = len(members)
+        for metric in metrics:
+            values = [v for row in members if (v := metric_value(row, metric)) is not None]
+            summary[metric] = statistics.fmean(values) if values else None
+            summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(summary)
+    order = [*_ORDER, *(k for k in SETTING_KEYS if k not in _ORDER)]
+    return sorted(out, key=lambda row: tuple(_rank(row.get(k)) for k in order))
+
+
+def best_scale(aggregated: Iterable[Row]) -> list[dict[str, Any]]:
+    """Per setting without its guidance scale, the aggregated row with the lowest mean primary metric (ties go to
+    the smaller scale). Settings also differ by num_samples, so distances from different sample counts are never
+    compared. Settings with no primary metric at any scale are left out. Keeps the input order."""
+    groups: dict[tuple, list[Row]] = {}
+    for row in aggregated:
+        if metric_value(row, primary_metric(row["network"])) is None:
+            continue
+        groups.setdefault(tuple(row.get(k) for k in SETTING_KEYS if k != "cfg_scale"), []).append(row)
+
+    def rank(row: Row) -> tuple:
+        return metric_value(row, primary_metric(row["network"])), _rank(row.get("cfg_scale"))
+
+    return [dict(min(members, key=rank)) for members in groups.values()]
+
+
+def format_metric(metric: str, mean: float | None, std: float | None = None) -> str:
+    """'12.34 ± 0.56' for distances and scores, three decimals for rates in [0, 1]; just the mean without a std."""
+    if mean is None:
+        return _MISSING
+    digits = 3 if metric in _THREE_DECIMALS else 2
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return _MISSING
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _markdown(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def _by_network(rows: Sequence[Row]) -> dict[Any, list[Row]]:
+    groups: dict[Any, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.get("network"), []).append(row)
+    return groups
+
+
+def _sampler(row: Row) -> str:
+    return f"{_cell(row.get('sampler'))} {_cell(row.get('steps'))}"
+
+
+def _summary_markdown(aggregated: Sequence[Row]) -> str:
+    sections = ["# Evaluation summary", "", "Mean ± sample std over training seeds (n seeds; no std for one seed)."]
+    for network, rows in _by_network(aggregated).items():
+        metrics = present_metrics(rows)
+        header = ["setting", "step", "sampler", "samples", "cfg", *(METRIC_NAMES[m] for m in metrics), "n"]
+        body = ([setting_label(r), _cell(r.get("step")), _sampler(r), _cell(r.get("num_samples")),
+                 _cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
+                 str(r["n"])] for r in rows)
+        sections += ["", f"## {network}", "", _markdown(header, body)]
+    return "\n".join(sections) + "\n"
+
+
+def _best_markdown(best: Sequence[Row]) -> str:
+    sections = ["# Best guidance scale per setting", "",
+                "Each setting at the classifier-free guidance scale with the lowest mean primary distance."]
+    for network, rows in _by_network(best).items():
+        metrics = [primary_metric(network)] + [m for m in _PAPER_METRICS if m in present_metrics(rows)]
+        header = ["corruption", "eta", "CEP", "step", "sampler", "samples", "best cfg",
+                  *(METRIC_NAMES[m] for m in metrics), "n"]
+        body = (["clean" if is_clean(r) else str(r["corruption"]), f"{(r.get('eta') or 0) * 100:g}%",
+                 cep_label(r.get("cep")) or "none", _cell(r.get("step")), _sampler(r), _cell(r.get("num_samples")),
+                 _cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
+                 str(r["n"])] for r in rows)
+        sections += ["", f"## {network} ({METRIC_NAMES[metrics[0]]}, lower is better)", "", _markdown(header, body)]
+    return "\n".join(sections) + "\n"
+
+
+def _write_csv(path: pathlib.Path, rows: Sequence[Row], columns: Sequence[str]) -> None:
+    """Missing values are blank; keys not in columns (metrics with no value in any row) are left out."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_tables(rows: Iterable[Row], out_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """results.csv (raw rows: identity, METRICS, then any extra measurements), summary.csv and summary.md
+    (seed-aggregated), best.md (the paper table, per network). Returns the paths keyed by file name."""
+    rows = list(rows)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    aggregated = aggregate(rows)
+    paths = {name: out / name for name in ("results.csv", "summary.csv", "summary.md", "best.md")}
+    extras = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in IDENTITY and k not in METRICS]
+    _write_csv(paths["results.csv"], rows, _present(rows, IDENTITY) + present_metrics(rows) + extras)
+    _write_csv(paths["summary.csv"], aggregated, list(aggregated[0]) if aggregated else [])
+    paths["summary.md"].write_text(_summary_markdown(aggregated))
+    paths["best.md"].write_text(_best_markdown(best_scale(aggregated)))
+    return paths

@@ -1,0 +1,125 @@
+"""Batch-evaluation report: seed aggregation, best guidance scale, tables and plots from synthetic rows."""
+
+import csv
+import math
+
+import pytest
+
+from diffcorrupt.report.plots import write_plots
+from diffcorrupt.report.tables import aggregate, best_scale, primary_metric, setting_label, write_tables
+
+
+def _row(corruption="none", eta=0.0, cep="none", seed=1, step=600, cfg=1.5, network="inception", **metrics):
+    return {"run": f"{corruption}{eta:g}_{cep}_seed{seed}", "workdir": f"/runs/{corruption}{eta:g}_seed{seed}",
+            "config_hash": "ab12", "corruption": corruption, "eta": eta, "cep": cep, "seed": seed, "step": step,
+            "sampler": "dpm", "steps": 50, "cfg_scale": cfg, "num_samples": 1000, "network": network, **metrics}
+
+
+def _rows():
+    """Clean: 2 seeds x 3 scales at step 600 (seed 1 alone would pick 1.0, the mean picks 1.5), 1 seed at step 300.
+    Symmetric 5%: 1 seed x 3 scales. Clean + CEP-U 1: 1 seed, one scale, no precision/recall. Classifier: one scale
+    and one step, so only its eta plot has more than one x value."""
+    rows = []
+    for cfg, fids in ((1.0, (9.0, 15.0)), (1.5, (10.0, 12.0)), (2.0, (13.0, 13.0))):
+        for seed, fid in zip((1, 2), fids):
+            rows.append(_row(seed=seed, cfg=cfg, fid=fid, precision=0.5 + cfg / 10, recall=0.7 - cfg / 10,
+                             inception_score_std=0.1))
+    rows += [_row(step=300, cfg=cfg, fid=30.0 - cfg) for cfg in (1.0, 1.5)]
+    rows += [_row("symmetric", 0.05, cfg=cfg, fid=20.0 + cfg, precision=0.4, recall=0.5) for cfg in (1.0, 1.5, 2.0)]
+    rows.append(_row(cep="uniform:1", fid=11.5, precision=None))
+    rows += [_row(network="classifier", seed=seed, fd=fd, accuracy=0.9) for seed, fd in ((1, 4.0), (2, 6.0))]
+    rows.append(_row("symmetric", 0.05, network="classifier", fd=8.0, accuracy=0.6))
+    return rows
+
+
+def _find(rows, **identity):
+    found = [r for r in rows if all(r[k] == v for k, v in identity.items())]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_primary_metric():
+    assert primary_metric("inception") == "fid" and primary_metric("classifier") == "fd"
+    with pytest.raises(ValueError):
+        primary_metric("clip")
+
+
+def test_setting_labels():
+    assert setting_label({"corruption": "none", "eta": 0.0, "cep": "none"}) == "clean"
+    assert setting_label({"corruption": "symmetric", "eta": 0.05, "cep": "none"}) == "symmetric 5%"
+    assert setting_label({"corruption": "none", "eta": 0.0, "cep": "uniform:1"}) == "clean + CEP-U 1"
+    assert setting_label({"corruption": "swap", "eta": 0.1, "cep": "gaussian:0.5"}) == "swap 10% + CEP-G 0.5"
+
+
+def test_aggregate_means_stds_and_counts():
+    aggregated = aggregate(_rows())
+    two = _find(aggregated, network="inception", corruption="none", cep="none", step=600, cfg_scale=1.5)
+    assert two["n"] == 2 and two["fid"] == 11.0 and two["fid_std"] == pytest.approx(math.sqrt(2))
+    assert two["precision"] == pytest.approx(0.65) and two["precision_std"] == 0.0
+    assert not {"run", "workdir", "config_hash", "seed", "inception_score_std"} & set(two)
+    one = _find(aggregated, network="inception", corruption="symmetric", cfg_scale=2.0)
+    assert one["n"] == 1 and one["fid"] == 22.0 and one["fid_std"] is None
+    fd = _find(aggregated, network="classifier", corruption="none")
+    assert fd["n"] == 2 and fd["fd"] == 5.0 and fd["fd_std"] == pytest.approx(math.sqrt(2)) and fd["fid"] is None
+    assert len(aggregated) == 3 + 2 + 3 + 1 + 2
+    order = [(r["network"], r["corruption"], r["cep"], r["step"], r["cfg_scale"]) for r in aggregated]
+    assert order[:2] == [("classifier", "none", "none", 600, 1.5), ("classifier", "symmetric", "none", 600, 1.5)]
+    assert order[2:5] == [("inception", "none", "none", 300, 1.0), ("inception", "none", "none", 300, 1.5),
+                          ("inception", "none", "none", 600, 1.0)]
+
+
+def test_best_scale_uses_the_mean():
+    best = best_scale(aggregate(_rows()))
+    clean = _find(best, network="inception", corruption="none", cep="none", step=600)
+    assert clean["cfg_scale"] == 1.5 and clean["fid"] == 11.0
+    assert _find(best, network="inception", corruption="none", cep="none", step=300)["cfg_scale"] == 1.5
+    assert _find(best, network="inception", corruption="symmetric")["cfg_scale"] == 1.0
+    assert len(best) == 6  # inception: clean x 2 steps, symmetric, CEP; classifier: clean, symmetric
+
+
+def test_write_tables(tmp_path):
+    paths = write_tables(_rows(), tmp_path / "report")
+    assert sorted(paths) == ["best.md", "results.csv", "summary.csv", "summary.md"]
+    with paths["results.csv"].open() as f:
+        results = list(csv.DictReader(f))
+    assert len(results) == len(_rows())
+    assert list(results[0]) == ["run", "workdir", "config_hash", "corruption", "eta", "cep", "seed", "step", "sampler",
+                                "steps", "cfg_scale", "num_samples", "network", "fid", "fd", "precision", "recall",
+                                "accuracy", "inception_score_std"]
+    with paths["summary.csv"].open() as f:
+        header = next(csv.reader(f))
+    assert header[:10] == ["corruption", "eta", "cep", "step", "sampler", "steps", "cfg_scale", "num_samples",
+                           "network", "n"]
+    assert header[10:12] == ["fid", "fid_std"]
+    summary = paths["summary.md"].read_text()
+    assert "| setting | step | sampler | samples | cfg | FID | precision | recall | n |" in summary
+    assert "| clean | 600 | dpm 50 | 1000 | 1.5 | 11.00 ± 1.41 | 0.650 ± 0.000 | 0.550 ± 0.000 | 2 |" in summary
+    assert "| clean + CEP-U 1 | 600 | dpm 50 | 1000 | 1.5 | 11.50 | — | — | 1 |" in summary
+    best = paths["best.md"].read_text()
+    assert "## inception (FID, lower is better)" in best and "## classifier (FD, lower is better)" in best
+    clean = "| clean | 0% | none | 600 | dpm 50 | 1000 | 1.5 | 11.00 ± 1.41 | 0.650 ± 0.000 | 0.550 ± 0.000 | 2 |"
+    assert clean in best
+    assert "| clean | 0% | none | 600 | dpm 50 | 1000 | 1.5 | 5.00 ± 1.41 | 0.900 ± 0.000 | 2 |" in best
+    assert "| symmetric | 5% | none | 600 | dpm 50 | 1000 | 1 | 21.00 | 0.400 | 0.500 | 1 |" in best
+
+
+def test_write_plots_skips_single_x(tmp_path):
+    written = write_plots(_rows(), tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == ["classifier_vs_eta.png", "inception_precision_recall.png", "inception_vs_cfg.png",
+                     "inception_vs_eta.png", "inception_vs_step.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_missing_metrics_do_not_crash(tmp_path):
+    rows = [_row(cfg=1.0, fid=None), _row(cfg=1.5), _row(seed=2, cfg=1.5, fid=float("nan"), recall=0.4),
+            _row(network="classifier", accuracy=0.5)]
+    aggregated = aggregate(rows)
+    assert _find(aggregated, network="inception", cfg_scale=1.5)["n"] == 2
+    assert all(r.get("fid") is None for r in aggregated)
+    assert best_scale(aggregated) == []
+    paths = write_tables(rows, tmp_path)
+    assert "recall" in paths["summary.md"].read_text()
+    assert write_plots(rows, tmp_path) == []
+    assert write_plots([], tmp_path) == [] and aggregate([]) == []
