@@ -10,10 +10,15 @@ from diffcorrupt.config.loading import suggest
 JOBS = {
     "train": "train or resume a run in --workdir (orbax checkpoints, metrics, samples)",
     "sample": "images from a run's EMA weights, sharded, resumable (ADM .npz shards + grid)",
+    "evaluate": "FID / sFID / IS / precision / recall / accuracy of a sample set, as a metrics JSON",
+    "report": "batch evaluation of runs x checkpoints x guidance scales into tables and plots",
     "corruption": "write and print the corruption manifest of a configured dataset",
     "bench": "benchmarks that print one JSON line (data, model, train)",
     "demo": "the end-to-end demo on the embedded Fashion-MNIST set",
 }
+
+# Jobs whose entry point is not diffcorrupt/<job>.py (the report job lives in its package).
+MODULES = {"report": "diffcorrupt.report.job"}
 
 
 def _usage() -> str:
@@ -34,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from diffcorrupt import jobs
 
-    return jobs.run(job, importlib.import_module(f"diffcorrupt.{job}").main, rest)
+    module = importlib.import_module(MODULES.get(job, f"diffcorrupt.{job}"))
+    return jobs.run(job, module.main, rest)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,37 @@ def write_model_spec(workdir: Path, input_shape: tuple[int, ...], num_classes: i
 def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None) -> RestoredModel:
     """The EMA weights of ``step`` (default: the newest) of the run in ``workdir``."""
     workdir = Path(workdir)
+    manager, step = _open(workdir, step)
+    config = _read_config(manager, step)
+    input_shape, num_classes = _model_spec(workdir, config)
+    model = model_from_config(config, input_shape, num_classes)
+    rules = rules_from_config(config.mesh.rules)
+    abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"])
+    shardings = variable_shardings(abstract, mesh, rules)
+    target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                          nn.meta.unbox(abstract), shardings)
+    _check_shapes(manager.item_metadata(step)["state"]["ema_params"], target, config.model.name, manager.directory / str(step))
+    item = {"ema_params": target}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+    manager.close()
+    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    return RestoredModel(config, step, model, restored.state["ema_params"], input_shape, num_classes, tokenizer,
+                         schedule, rules)
+
+
+def saved_run_config(workdir: str | Path, step: int | None = None) -> ml_collections.ConfigDict:
+    """The config a run saved with checkpoint ``step`` (default: the newest)."""
+    manager, step = _open(Path(workdir), step)
+    config = _read_config(manager, step)
+    manager.close()
+    return config
+
+
+def _open(workdir: Path, step: int | None) -> tuple[ocp.CheckpointManager, int]:
+    """A read-only manager over the run's checkpoints (the sampler may read a run it cannot write),
+    and the step asked for, checked to exist."""
     directory = workdir / "checkpoints"
     if not directory.is_dir():
         raise UserError(f"{workdir} holds no checkpoints/ folder; pass the --workdir of a train run")
@@ -68,23 +99,11 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None) -> Res
     step = steps[-1] if step is None else step
     if step not in steps:
         raise UserError(f"{directory} has no checkpoint of step {step}; it has steps {', '.join(map(str, steps))}")
-    config = _config_from_saved(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
-    input_shape, num_classes = _model_spec(workdir, config)
-    model = model_from_config(config, input_shape, num_classes)
-    rules = rules_from_config(config.mesh.rules)
-    abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"])
-    shardings = variable_shardings(abstract, mesh, rules)
-    target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-                          nn.meta.unbox(abstract), shardings)
-    _check_shapes(manager.item_metadata(step)["state"]["ema_params"], target, config.model.name, directory / str(step))
-    item = {"ema_params": target}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
-    manager.close()
-    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
-    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-    return RestoredModel(config, step, model, restored.state["ema_params"], input_shape, num_classes, tokenizer,
-                         schedule, rules)
+    return manager, step
+
+
+def _read_config(manager: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
+    return _config_from_saved(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
 
 
 def _config_from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -1,0 +1,124 @@
+"""``diffcorrupt evaluate``: FID / sFID / IS / precision / recall (and more) of a sample set.
+
+  diffcorrupt evaluate --samples=PATH [--reference=dataset[:split]|PATH] [--train_reference=...|none]
+                       [--features=inception,classifier] [--inception_weights=FILE] [--reference_count=N]
+                       [--config=configs/<name>.py[:<preset>] [--config.<key>=<value> ...]] [--out=FILE.json]
+
+``--samples`` is a folder written by ``diffcorrupt sample`` (its settings.json names the run, whose
+saved config then gives the dataset), an ADM-layout .npz or an image folder. ``--reference``
+defaults to the run's training split; ``--train_reference`` (default: the same split) gives the
+training images for the memorization measures. The metrics JSON (default: ``metrics.json`` beside
+the samples) holds every number with its provenance: checkpoint, step, sampler, steps, guidance
+scale, sample count, feature network and weights hash, reference and protocol.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from diffcorrupt import jobs
+from diffcorrupt.config.loading import load_config
+from diffcorrupt.errors import UserError
+from diffcorrupt.evaluation.feature_nets import make_feature_net, parse_feature_nets
+from diffcorrupt.evaluation.reference import reference_stats
+from diffcorrupt.evaluation.sample_files import read_samples
+from diffcorrupt.evaluation.scores import NEIGHBOURS, score
+from diffcorrupt.sampling.restore import saved_run_config
+
+PROTOCOL = {
+    "inception": "TF FID Inception (2015-12-05) in Flax: uint8 -> bilinear resize to 299 as TF1 ResizeBilinear "
+                 "(align_corners=False, no half-pixel centres) -> (x - 128) / 128; FID on pool_3, sFID on the "
+                 "first 7 channels of mixed_6/conv, IS on the 1008-way logits (5000-sample splits)",
+    "classifier": "features (pool) and predictions of a CNN trained on the clean training split of the run's dataset",
+    "precision_recall": f"ADM k-NN manifolds, k = {NEIGHBOURS}, squared L2 in pooled features",
+    "memorization": "L2-normalised pooled features; ratio of samples whose nearest training feature is closer "
+                    "than 0.12, and the mean distance to the 5 nearest (the paper uses CLIP features)",
+}
+
+
+def main(argv: list[str]) -> int:
+    parser = jobs.JobParser("evaluate", __doc__.splitlines()[0], config=False)
+    parser.add_argument("--samples", required=True)
+    parser.add_argument("--reference", default=None, help="dataset[:split], an ADM .npz, an image folder or a stats .npz")
+    parser.add_argument("--train_reference", default=None, help="training images for memorization, or 'none'")
+    parser.add_argument("--features", default=None, help="inception, classifier or both (default: by dataset)")
+    parser.add_argument("--inception_weights", default=None, help="default: the file tools/convert_inception.py writes")
+    parser.add_argument("--reference_count", type=int, default=None, help="use the first N reference images")
+    parser.add_argument("--config", default=None, help="the dataset config, for samples not written by `diffcorrupt sample`")
+    parser.add_argument("--out", default=None)
+    flags, overrides = parser.parse_job(argv)
+    jobs.log_progress()
+    data_config = load_config(flags.config, overrides).data if flags.config else None
+    result = evaluate(flags.samples, reference=flags.reference, train_reference=flags.train_reference,
+                      features=flags.features, inception_weights=flags.inception_weights,
+                      reference_count=flags.reference_count, data_config=data_config, out=flags.out)
+    print(json.dumps(result["networks"]), flush=True)
+    return 0
+
+
+def evaluate(samples_path: str | Path, *, reference: str | None = None, train_reference: str | None = None,
+             features: str | None = None, inception_weights: str | None = None, reference_count: int | None = None,
+             data_config: ml_collections.ConfigDict | None = None, out: str | Path | None = None,
+             requested: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scores a sample set and writes the metrics JSON; returns what it wrote. ``requested`` (the
+    batch job's arguments) is stored with the result, so a batch asking the same can skip it."""
+    samples = read_samples(samples_path)
+    if data_config is None and samples.settings:
+        data_config = saved_run_config(samples.settings["workdir"], samples.settings["step"]).data
+    reference = reference or _default_reference(data_config)
+    train_reference = train_reference or ("dataset:train" if data_config is not None else "none")
+    result: dict[str, Any] = {
+        "samples": samples.source, "num_samples": len(samples.images), "provenance": samples.settings,
+        "reference": {"spec": reference, "count": reference_count}, "train_reference": train_reference,
+        "networks": {}, "protocol": {}, "requested": requested, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for name in parse_feature_nets(features, data_config):
+        net = make_feature_net(name, data_config=data_config, inception_weights=inception_weights)
+        ref = reference_stats(reference, net, data_config=data_config, count=reference_count)
+        train = None
+        if train_reference != "none":
+            same = train_reference == reference
+            train = ref if same else reference_stats(train_reference, net, data_config=data_config, count=reference_count)
+        logging.info("evaluate: %s features of %d samples", name, len(samples.images))
+        metrics = score(net, samples.images, samples.conditions(), ref, train)
+        result["networks"][name] = {"weights_sha256": net.weights_hash, "reference_images": ref.meta.get("count"),
+                                    "metrics": metrics}
+        result["protocol"][name] = PROTOCOL[name]
+    result["protocol"]["precision_recall"] = PROTOCOL["precision_recall"]
+    if train_reference != "none":
+        result["protocol"]["memorization"] = PROTOCOL["memorization"]
+    _write_json(_out_path(samples_path, out), result)
+    return result
+
+
+def _default_reference(data_config: ml_collections.ConfigDict | None) -> str:
+    if data_config is None:
+        raise UserError("these samples name no run: pass --reference (an ADM .npz, an image folder or statistics) "
+                        "or --config to compare with that dataset")
+    return "dataset:train"
+
+
+def _out_path(samples_path: str | Path, out: str | Path | None) -> Path:
+    if out:
+        return Path(out)
+    path = Path(samples_path)
+    return path / "metrics.json" if path.is_dir() else path.with_name(path.stem + "_metrics.json")
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.run("evaluate", main))

@@ -1,0 +1,152 @@
+"""Reference statistics: features of real images, computed once per (images, feature network) and cached.
+
+A reference is what samples are compared with: the mean and covariance of its pooled features
+(FID), of its spatial features (sFID), and the pooled features themselves (precision/recall and
+memorization need the points, not just their moments). It is named by a spec:
+
+- ``dataset[:split]``: the clean images of the run's dataset (the config saved with the checkpoint
+  that made the samples), centre-cropped to the training resolution exactly as training saw them;
+- a path to an ADM-layout ``.npz`` (``arr_0``) or an image folder;
+- a path to a stats ``.npz`` this module wrote, reused as it is.
+
+Cached as ``<cache>/reference/<name>-<network>-<key>.npz``, the key hashing the spec, the image
+count, the resolution and the feature network's weights, so a change in any of them recomputes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from diffcorrupt.cache import cache_root
+from diffcorrupt.errors import UserError
+from diffcorrupt.evaluation.frechet import gaussian_stats, spatial_features
+from diffcorrupt.evaluation.sample_files import read_samples
+
+STATS_KEYS = ("features", "mu", "sigma")
+
+
+class FeatureNet(Protocol):
+    name: str
+    weights_hash: str
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclasses.dataclass
+class FeatureStats:
+    features: np.ndarray  # (N, D) pooled features
+    mu: np.ndarray
+    sigma: np.ndarray
+    spatial_mu: np.ndarray | None
+    spatial_sigma: np.ndarray | None
+    meta: dict[str, Any]
+
+
+def stats_of(features: dict[str, np.ndarray], meta: dict[str, Any]) -> FeatureStats:
+    mu, sigma = gaussian_stats(features["pool"])
+    spatial_mu = spatial_sigma = None
+    if "spatial" in features:
+        spatial_mu, spatial_sigma = gaussian_stats(spatial_features(features["spatial"]))
+    return FeatureStats(features["pool"].astype(np.float32), mu, sigma, spatial_mu, spatial_sigma, meta)
+
+
+def save_stats(stats: FeatureStats, path: Path) -> None:
+    arrays = {"features": stats.features, "mu": stats.mu, "sigma": stats.sigma, "meta": np.asarray(json.dumps(stats.meta))}
+    if stats.spatial_mu is not None:
+        arrays.update(spatial_mu=stats.spatial_mu, spatial_sigma=stats.spatial_sigma)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(temporary, path)
+
+
+def load_stats(path: Path) -> FeatureStats:
+    try:
+        with np.load(path) as data:
+            if not all(key in data.files for key in STATS_KEYS):
+                raise UserError(f"{path} is not a reference-statistics file (it lacks {', '.join(STATS_KEYS)})")
+            spatial = "spatial_mu" in data.files
+            return FeatureStats(data["features"], data["mu"], data["sigma"], data["spatial_mu"] if spatial else None,
+                                data["spatial_sigma"] if spatial else None, json.loads(str(data["meta"])))
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"reference statistics {path} do not read back ({err}); delete the file to recompute it") from err
+
+
+def reference_stats(spec: str, net: FeatureNet, *, data_config: ml_collections.ConfigDict | None,
+                    count: int | None = None) -> FeatureStats:
+    """The statistics of reference ``spec`` in ``net``'s features, from the cache when present."""
+    path = Path(spec)
+    if path.suffix == ".npz" and path.is_file() and _is_stats_file(path):
+        stats = load_stats(path)
+        _check_network(stats, net, path)
+        return stats
+    name, key_parts, load_images = _resolve(spec, data_config, count)
+    key = hashlib.sha256(json.dumps([key_parts, net.name, net.weights_hash], sort_keys=True).encode()).hexdigest()[:16]
+    cached = cache_root() / "reference" / f"{name}-{net.name}-{key}.npz"
+    if cached.is_file():
+        return load_stats(cached)
+    images = load_images()
+    logging.info("reference %s: computing %s features of %d images (cached as %s)", spec, net.name, len(images), cached)
+    stats = stats_of(net(images), {"spec": spec, "count": len(images), "network": net.name,
+                                   "weights_sha256": net.weights_hash, "key": key_parts})
+    save_stats(stats, cached)
+    return stats
+
+
+def _is_stats_file(path: Path) -> bool:
+    try:
+        with np.load(path) as data:
+            return "mu" in data.files and "features" in data.files
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"{path} does not read as an .npz file ({err}); it may be truncated, copy it again") from err
+
+
+def _check_network(stats: FeatureStats, net: FeatureNet, path: Path) -> None:
+    if stats.meta.get("network") != net.name or stats.meta.get("weights_sha256") != net.weights_hash:
+        raise UserError(f"reference statistics {path} were computed with {stats.meta.get('network')} weights "
+                        f"{str(stats.meta.get('weights_sha256'))[:12]}, not the {net.name} weights {net.weights_hash[:12]} "
+                        "in use; pass the images instead, or statistics made with these weights")
+
+
+def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: int | None):
+    """(cache name, what the cache key hashes, a loader of the uint8 images) of a spec."""
+    name, _, split = spec.partition(":")
+    if name == "dataset":
+        if data_config is None:
+            raise UserError(f"--reference={spec} needs the run's config: evaluate a folder written by `diffcorrupt "
+                            "sample` (its settings.json names the run) or pass --config")
+        data = ml_collections.ConfigDict(data_config.to_dict())
+        data.split = split or data.split
+        parts = {k: data[k] for k in ("name", "split", "data_dir", "image_size", "channels", "num_examples")}
+        parts["count"] = count
+        return f"{data.name}-{data.split}-{data.image_size}px", parts, lambda: dataset_images(data, count)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"--reference={spec} does not exist; pass dataset[:split], an ADM .npz, an image folder "
+                        "or a statistics .npz")
+    stat = path.stat()
+    parts = {"path": str(path.absolute()), "size": stat.st_size, "mtime": stat.st_mtime, "count": count}
+    return path.stem, parts, lambda: read_samples(path).images[:count]
+
+
+def dataset_images(data: ml_collections.ConfigDict, count: int | None) -> np.ndarray:
+    """The first ``count`` clean images of a configured dataset, as training sees them before its
+    random flip: centre-cropped to data.image_size, with data.channels channels, uint8."""
+    from diffcorrupt.data.preprocess import center_crop_resize, convert_channels
+    from diffcorrupt.data.sources.registry import make_source
+
+    source = make_source(data)
+    total = len(source) if count is None else min(count, len(source))
+    return np.stack([convert_channels(center_crop_resize(np.asarray(source[i]["image"]), data.image_size), data.channels)
+                     for i in range(total)])

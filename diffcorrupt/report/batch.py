@@ -1,0 +1,94 @@
+"""Batch evaluation: many runs x checkpoints x guidance scales -> samples -> metrics -> tables and plots.
+
+Every stage leaves its files where the single-run jobs would (samples and ``metrics.json`` under
+``<workdir>/eval/step_<N>/<settings>/``), and each is skipped when its output is already there and
+complete, so an interrupted batch starts again where it stopped and a finished one only redraws
+the report. Rows name each run by what it was trained with, read from the config saved beside the
+checkpoint, not from its folder name.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+
+from diffcorrupt.errors import UserError
+from diffcorrupt.evaluate import evaluate
+from diffcorrupt.report.plots import write_plots
+from diffcorrupt.report.tables import write_tables
+from diffcorrupt.sample import sample_run
+from diffcorrupt.sampling.restore import saved_run_config
+
+METRICS_FILE = "metrics.json"
+
+
+def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str, Any], features: str | None,
+              inception_weights: str | None, reference: str | None, reference_count: int | None,
+              out: Path) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for workdir in workdirs:
+        for step in _checkpoint_steps(workdir, checkpoints):
+            flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", **sample_flags)
+            for record in sample_run(flags):
+                metrics_path = Path(record["samples"]) / METRICS_FILE
+                wanted = {"features": features, "reference": reference, "reference_count": reference_count}
+                if not _up_to_date(metrics_path, wanted):
+                    evaluate(record["samples"], reference=reference, features=features, inception_weights=inception_weights,
+                             reference_count=reference_count, out=metrics_path, requested=wanted)
+                rows.extend(rows_of(json.loads(metrics_path.read_text()), workdir))
+    if not rows:
+        raise UserError("no checkpoint was found in the given --workdirs; train them first")
+    out.mkdir(parents=True, exist_ok=True)
+    tables = write_tables(rows, out)
+    plots = write_plots(rows, out)
+    logging.info("report: %d rows, tables %s, %d plots in %s", len(rows), sorted(tables), len(plots), out)
+    return {"rows": len(rows), "tables": {k: str(v) for k, v in tables.items()}, "plots": [str(p) for p in plots]}
+
+
+def rows_of(result: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
+    """One row per feature network of a metrics file, labelled with the run's training settings."""
+    settings = result["provenance"]
+    config = saved_run_config(workdir, settings["step"])
+    corruption = config.data.corruption
+    cep = config.model.cep
+    base = {
+        "run": workdir.name, "workdir": str(workdir.absolute()), "config_hash": settings["config_hash"],
+        "corruption": corruption.kind if corruption.ratio > 0 else "none", "eta": float(corruption.ratio),
+        "cep": "none" if cep.kind == "none" else f"{cep.kind}:{cep.gamma:g}", "seed": int(config.seed),
+        "step": settings["step"], "sampler": settings["sampler"], "steps": settings["steps"],
+        "cfg_scale": settings["cfg_scale"], "num_samples": result["num_samples"],
+    }
+    return [{**base, "network": name, **network["metrics"]} for name, network in result["networks"].items()]
+
+
+def _checkpoint_steps(workdir: Path, which: str) -> list[int]:
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        raise UserError(f"{workdir} holds no checkpoints/ folder; pass the --workdirs of train runs")
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    if which == "all" or not steps:
+        return steps
+    if which == "latest":
+        return steps[-1:]
+    try:
+        wanted = [int(part) for part in which.split(",")]
+    except ValueError:
+        raise UserError(f"--checkpoints={which}: use latest, all or a comma-separated list of steps") from None
+    missing = [s for s in wanted if s not in steps]
+    if missing:
+        raise UserError(f"{directory} has no checkpoint of step {missing[0]}; it has {', '.join(map(str, steps))}")
+    return wanted
+
+
+def _up_to_date(path: Path, wanted: dict[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("requested") == wanted
+    except ValueError:
+        return False
+

@@ -1,0 +1,69 @@
+"""``diffcorrupt report``: batch evaluation of runs into tables (CSV, Markdown) and plots (PNG).
+
+  diffcorrupt report --workdirs=DIR[,DIR...] [--out=DIR] [--checkpoints=latest|all|N[,M...]]
+                     [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N] [--seed=S]
+                     [--batch_size=B] [--features=inception,classifier] [--inception_weights=FILE]
+                     [--reference=dataset[:split]|PATH] [--reference_count=N]
+
+For every run, checkpoint and guidance scale: sample (resuming what is there), evaluate (skipping
+what is already computed with these arguments), then write ``results.csv``, ``summary.csv``,
+``summary.md``, ``best.md`` and the plots into ``--out`` (default ``report/``). Folder names may
+be globs (``runs/*``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+
+from diffcorrupt import jobs
+from diffcorrupt.diffusion.samplers import SAMPLERS
+from diffcorrupt.errors import UserError
+from diffcorrupt.parallel.distributed import initialize_from_environment
+
+
+def main(argv: list[str]) -> int:
+    parser = jobs.JobParser("report", __doc__.splitlines()[0], config=False)
+    parser.add_argument("--workdirs", required=True, help="comma-separated run folders; globs allowed")
+    parser.add_argument("--out", default="report")
+    parser.add_argument("--checkpoints", default="latest", help="latest, all or a list of steps")
+    parser.add_argument("--cfg_scale", default=None, help="guidance scales (default: each run's sample.cfg_scale)")
+    parser.add_argument("--num_samples", type=int, default=None)
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps")
+    parser.add_argument("--eta", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--batch_size", type=int, default=None)
+    parser.add_argument("--captions", default=None)
+    parser.add_argument("--features", default=None)
+    parser.add_argument("--inception_weights", default=None)
+    parser.add_argument("--reference", default=None)
+    parser.add_argument("--reference_count", type=int, default=None)
+    flags = parser.parse_args(argv)
+    initialize_from_environment()
+    jobs.log_progress()
+    from diffcorrupt.report.batch import run_batch
+
+    sample_flags = {key: getattr(flags, key) for key in
+                    ("cfg_scale", "num_samples", "sampler", "steps", "eta", "seed", "batch_size", "captions")}
+    summary = run_batch(_workdirs(flags.workdirs), checkpoints=flags.checkpoints, sample_flags=sample_flags,
+                        features=flags.features, inception_weights=flags.inception_weights, reference=flags.reference,
+                        reference_count=flags.reference_count, out=Path(flags.out))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _workdirs(text: str) -> list[Path]:
+    found: list[Path] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        matches = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+        if not matches or not all(Path(m).is_dir() for m in matches):
+            raise UserError(f"--workdirs entry '{part}' matches no folder; give train --workdir folders")
+        found.extend(Path(m) for m in matches)
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.run("report", main))

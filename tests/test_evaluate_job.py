@@ -1,0 +1,125 @@
+"""The evaluate and report jobs end to end on tiny runs: samples -> metrics JSON with provenance ->
+tables and plots, skipping what is done; and every input layout and bad input."""
+
+import json
+import pathlib
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcorrupt import evaluate as evaluate_job
+from diffcorrupt import jobs, sample
+from diffcorrupt.config.loading import load_config
+from diffcorrupt.errors import UserError
+from diffcorrupt.evaluation import classifier_training
+from diffcorrupt.evaluation.sample_files import read_samples
+from diffcorrupt.report.batch import run_batch
+from diffcorrupt.training.loop import train
+
+TINY = ["model.name=DiT-T/8", "data.image_size=16", "train.batch_size=16", "train.num_steps=2",
+        "checkpoint.every_steps=1", "checkpoint.keep=2", "train.ema_decay=0.5"]
+DATA = load_config("configs/fmnist.py:tiny", ["data.image_size=16"]).data
+SAMPLING = {"cfg_scale": "1,2", "num_samples": 24, "sampler": "ddim", "steps": 3, "eta": None, "seed": 0,
+            "batch_size": 8, "captions": None}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[pathlib.Path]:
+    root = tmp_path_factory.mktemp("runs")
+    paths = []
+    for name, extra in (("clean", []), ("eta20", ["data.corruption.ratio=0.2"])):
+        train(load_config("configs/fmnist.py:tiny", TINY + extra), str(root / name))
+        paths.append(root / name)
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def quick_classifier(tmp_path_factory, monkeypatch):
+    """A classifier trained for a few steps in a private cache: the metrics are real, just poor."""
+    monkeypatch.setenv("DIFFCORRUPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setattr(classifier_training, "DEFAULT_STEPS", {"fashion_mnist": 30, "captioned_shapes": 30})
+
+
+def _samples(workdir, out, **kw):
+    flags = dict(workdir=str(workdir), step=None, out=str(out), mesh="-1,1,1", **SAMPLING)
+    flags.update(kw)
+    return sample.sample_run(types.SimpleNamespace(**flags))
+
+
+def test_evaluate_writes_every_number_with_provenance(runs, tmp_path):
+    folder = _samples(runs[0], tmp_path, cfg_scale="2")[0]["samples"]
+    result = evaluate_job.evaluate(folder, reference_count=300)
+    written = json.loads((pathlib.Path(folder) / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(result))
+    metrics = written["networks"]["classifier"]["metrics"]
+    for key in ("fd", "precision", "recall", "accuracy", "memorization_ratio", "top5_distance"):
+        assert np.isfinite(metrics[key]), key
+    assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["accuracy"] <= 1 and metrics["fd"] > 0
+    provenance = written["provenance"]
+    assert (provenance["step"], provenance["sampler"], provenance["steps"], provenance["cfg_scale"]) == (2, "ddim", 3, 2.0)
+    assert written["num_samples"] == 24 and len(written["networks"]["classifier"]["weights_sha256"]) == 64
+    assert written["reference"] == {"spec": "dataset:train", "count": 300}
+
+
+def test_same_images_in_every_layout_score_the_same(runs, tmp_path):
+    folder = pathlib.Path(_samples(runs[0], tmp_path / "s", cfg_scale="1")[0]["samples"])
+    shards = read_samples(folder)
+    np.savez(tmp_path / "adm.npz", arr_0=shards.images, arr_1=shards.labels)
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for i, image in enumerate(shards.images):
+        Image.fromarray(image[..., 0]).save(pictures / f"{i:03d}.png")
+    common = dict(reference_count=200, train_reference="none", data_config=DATA)
+    scores = [evaluate_job.evaluate(path, out=tmp_path / f"{k}.json", **common)["networks"]["classifier"]["metrics"]
+              for k, path in enumerate((folder, tmp_path / "adm.npz", pictures))]
+    assert scores[0]["fd"] == pytest.approx(scores[1]["fd"]) == pytest.approx(scores[2]["fd"])
+    assert scores[0]["accuracy"] == scores[1]["accuracy"] and "accuracy" not in scores[2]  # folders carry no labels
+
+
+def test_bad_inputs_get_one_sentence(runs, tmp_path, capsys):
+    folder = pathlib.Path(_samples(runs[0], tmp_path / "s", cfg_scale="1", num_samples=16)[0]["samples"])
+    settings = json.loads((folder / "settings.json").read_text())
+    (folder / "settings.json").write_text(json.dumps({**settings, "num_samples": 40}))
+    with pytest.raises(UserError, match="16 of the 40 samples"):
+        evaluate_job.evaluate(folder)
+    truncated = tmp_path / "cut.npz"
+    np.savez(truncated, arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    assert jobs.run("evaluate", evaluate_job.main, [f"--samples={truncated}", "--reference=dataset"]) == 2
+    assert "may be truncated" in capsys.readouterr().err
+    np.savez(tmp_path / "floats.npz", arr_0=np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(UserError, match="uint8 NHWC"):
+        evaluate_job.evaluate(tmp_path / "floats.npz", reference="dataset", data_config=DATA)
+    with pytest.raises(UserError, match="name no run"):
+        evaluate_job.evaluate(_adm(tmp_path))
+    with pytest.raises(UserError, match="--features=inception"):
+        evaluate_job.evaluate(_adm(tmp_path), reference=str(_adm(tmp_path)), features="classifier")
+
+
+def _adm(tmp_path) -> pathlib.Path:
+    path = tmp_path / "plain.npz"
+    np.savez(path, arr_0=np.zeros((4, 8, 8, 3), np.uint8))
+    return path
+
+
+def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, tmp_path):
+    out = tmp_path / "report"
+    summary = run_batch(runs, checkpoints="all", sample_flags=SAMPLING, features=None, inception_weights=None,
+                        reference=None, reference_count=200, out=out)
+    assert summary["rows"] == 2 * 2 * 2  # runs x checkpoints x scales
+    table = (out / "results.csv").read_text().splitlines()
+    assert len(table) == 1 + 8 and "eta" in table[0] and "fd" in table[0]
+    assert {line.split(",")[table[0].split(",").index("eta")] for line in table[1:]} == {"0.0", "0.2"}
+    assert (out / "best.md").is_file() and (out / "summary.md").is_file()
+    assert (out / "classifier_vs_cfg.png").is_file() and (out / "classifier_vs_eta.png").is_file()
+    metrics = sorted(pathlib.Path(runs[0]).glob("eval/step_*/*/metrics.json"))
+    assert len(metrics) == 4
+    before = [p.stat().st_mtime_ns for p in metrics]
+    again = run_batch(runs, checkpoints="all", sample_flags=SAMPLING, features=None, inception_weights=None,
+                      reference=None, reference_count=200, out=out)
+    assert again["rows"] == 8 and [p.stat().st_mtime_ns for p in metrics] == before
+    with pytest.raises(UserError, match="no checkpoint of step 5"):
+        run_batch(runs, checkpoints="5", sample_flags=SAMPLING, features=None, inception_weights=None,
+                  reference=None, reference_count=200, out=out)
