@@ -16,7 +16,7 @@ from scipy import linalg
 # larger means the product is far from PSD (broken statistics), which is an error, not round-off.
 IMAGINARY_TOLERANCE = 1e-3
 
-# ADM's sFID keeps the first 7 channels of Inception's mixed_6/conv output (N, 17, 17, 768), which gives
+# ADM's sFID keeps the first 7 channels of Inception's mixed_6/conv output (N, 17, 17, 192), which gives
 # 17 * 17 * 7 = 2023 features: about as many as pool_3's 2048, so the covariance stays tractable.
 SPATIAL_CHANNELS = 7
 

