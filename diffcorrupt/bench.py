@@ -4,6 +4,9 @@
   diffcorrupt bench model --model=DiT-XL/2 --input_shape=32,32,4 --num_classes=1000
   diffcorrupt bench train --model=DiT-S/4 --input_shape=32,32,1 --batch_size=32 --num_classes=10 [--steps=10]
   diffcorrupt bench train --config=configs/fmnist.py:tiny [--config.<key>=<value> ...]
+  diffcorrupt bench sample --model=DiT-S/4 --input_shape=32,32,1 --num_classes=10 --batch_size=64
+                           [--sampler=dpm] [--steps=50] [--cfg_scale=1.5] [--dtype=float32]
+  diffcorrupt bench inception [--input_shape=32,32,3] [--batch_size=64] [--num_images=256] [--weights=FILE]
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
 
-BENCHES = ("data", "model", "train")
+BENCHES = ("data", "model", "train", "sample", "inception")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -35,6 +38,11 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--num_batches", type=int, default=100)
         parser.add_argument("--repeats", type=int, default=5)
         parser.add_argument("--num_workers", type=int, default=0)
+    elif what == "inception":
+        parser.add_argument("--input_shape", default="32,32,3", help="H,W,C of the images fed to the network")
+        parser.add_argument("--batch_size", type=int, default=64)
+        parser.add_argument("--num_images", type=int, default=256)
+        parser.add_argument("--weights", default=None, help="converted weights (default: random ones, same speed)")
     else:
         parser.add_argument("--model", help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
         parser.add_argument("--input_shape", help="H,W,C of the (latent) input")
@@ -46,8 +54,14 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--batch_size", type=int)
         parser.add_argument("--steps", type=int, default=10)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    if what == "sample":
+        parser.add_argument("--batch_size", type=int, default=64)
+        parser.add_argument("--sampler", default="dpm", choices=("ddpm", "ddim", "dpm"))
+        parser.add_argument("--steps", type=int, default=50)
+        parser.add_argument("--cfg_scale", type=float, default=1.5)
+        parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     flags, overrides = parser.parse_job(rest)
-    if what != "data" and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
+    if what not in ("data", "inception") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
         raise UserError(f"bench {what} needs --model and --input_shape" + (" (or --config)" if what == "train" else ""))
     if what == "data":
         from diffcorrupt.benchmarks import data_bench
@@ -57,6 +71,15 @@ def main(argv: list[str]) -> int:
         from diffcorrupt.benchmarks import model_bench
 
         result = model_bench.run(flags.model, _shape(flags.input_shape), flags.num_classes, flags.learned_sigma)
+    elif what == "sample":
+        from diffcorrupt.benchmarks import sample_bench
+
+        result = sample_bench.run(flags.model, _shape(flags.input_shape), flags.num_classes, flags.batch_size,
+                                  flags.sampler, flags.steps, flags.cfg_scale, dtype=flags.dtype)
+    elif what == "inception":
+        from diffcorrupt.benchmarks import inception_bench
+
+        result = inception_bench.run(_shape(flags.input_shape), flags.batch_size, flags.num_images, flags.weights)
     elif flags.config:
         from diffcorrupt.benchmarks import train_bench
         from diffcorrupt.config.loading import load_config
