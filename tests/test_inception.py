@@ -205,6 +205,24 @@ def test_converted_weights_in_the_cache_load():
     assert features["pool"].min() >= 0 and 50 < (features["pool"] > 0.1).sum(axis=1).min()
 
 
+def test_converted_weights_reproduce_the_torchscript_network_golden_values():
+    """Values printed by fid-helper's TorchScript network under PyTorch 2.13 (CPU) for these three
+    images, resized by ``resize_to_299``: the real network, checked in CI without PyTorch."""
+    path = iw.default_weights_path()
+    if not path.is_file():
+        pytest.skip(f"no converted weights at {path}; run `python tools/convert_inception.py`")
+    y, x = np.mgrid[0:48, 0:48] / 47.0
+    images = np.stack([np.stack([np.sin(6 * x + k) * 0.5 + 0.5, np.cos(5 * y - k) * 0.5 + 0.5, (x * y + 0.1 * k) % 1.0], -1)
+                       for k in range(3)])
+    pool = iw.InceptionFeatures(iw.load_inception_params(path), batch_size=8)(np.round(images * 255).astype(np.uint8))["pool"]
+    first = [[1.6985096, 0.041835, 0.0056454, 0.0814864, 0.1754399, 0.2753347],
+             [1.7102256, 0.0305536, 0.0, 0.054313, 0.0144816, 0.4364975],
+             [1.4660064, 0.0569764, 0.0, 0.091809, 0.0171692, 0.332581]]
+    np.testing.assert_allclose(pool[:, :6], first, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pool.sum(axis=1), [500.34558, 540.306, 559.0619], rtol=1e-4)
+    np.testing.assert_allclose((pool ** 2).sum(axis=1), [472.13696, 405.0619, 365.51102], rtol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_flax_matches_the_torchscript_network(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed (optional; needed only for this comparison)")
