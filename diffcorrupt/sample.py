@@ -82,8 +82,8 @@ def sample_run(flags) -> list[dict]:
 
 def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_samples: int, batch_size: int,
                 captions: list[str] | None, directory: Path, workdir: str, captions_path: str | None) -> dict:
-    _check_settings(settings, restored)
-    captions_file = None if captions is None else {"path": str(Path(captions_path).absolute()), "count": len(captions),
+    _check_settings(settings, restored, captions)
+    captions_file = None if captions is None else {"name": Path(captions_path).name, "count": len(captions),
                                                    "sha256": hashlib.sha256("\n".join(captions).encode()).hexdigest()}
     record = {
         "workdir": str(Path(workdir).absolute()), "step": restored.step, "config_hash": config_hash(restored.config),
@@ -121,7 +121,10 @@ def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_sam
             "cfg_scale": settings.cfg_scale, "images_per_s": round(len(todo) / seconds, 2) if len(todo) else None}
 
 
-def _check_settings(settings: SampleSettings, restored: RestoredModel) -> None:
+def _check_settings(settings: SampleSettings, restored: RestoredModel, captions: list[str] | None) -> None:
+    """Everything that can be refused is refused before the output folder is touched."""
+    if not restored.num_classes and not captions:
+        raise UserError("this run is text-conditional; pass --captions=FILE with one caption per line")
     num_steps = restored.config.diffusion.num_steps
     if not 1 <= settings.steps <= num_steps:
         raise UserError(f"--steps={settings.steps}: the run was trained with {num_steps} diffusion steps; use 1 to {num_steps}")

@@ -57,15 +57,7 @@ def _save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, titl
         ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", markersize=3, capsize=3, label=label)
     if percent_x:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _finish(fig, ax, path, xlabel, ylabel, title)
 
 
 def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool:
@@ -127,9 +119,14 @@ def _precision_recall(path: pathlib.Path, network: str, aggregated: Sequence[Row
         for row in rows:
             ax.annotate(f"{row['cfg_scale']:g}", (row["recall"], row["precision"]), textcoords="offset points",
                         xytext=(3, 3), fontsize=6)
-    ax.set_xlabel(axis_label("recall", network))
-    ax.set_ylabel(axis_label("precision", network))
-    ax.set_title("precision vs recall across guidance scales (latest step; points labelled by scale)", fontsize=10)
+    return _finish(fig, ax, path, axis_label("recall", network), axis_label("precision", network),
+                   "precision vs recall across guidance scales (latest step; points labelled by scale)")
+
+
+def _finish(fig, ax, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -> bool:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
