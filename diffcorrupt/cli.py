@@ -9,6 +9,8 @@ from diffcorrupt.config.loading import suggest
 
 JOBS = {
     "train": "train or resume a run in --workdir (orbax checkpoints, metrics, samples)",
+    "autoencoder": "train a small autoencoder on the config's dataset (latent runs on CPU)",
+    "encode": "pre-encode a dataset into latent ArrayRecord shards, resumable",
     "sample": "images from a run's EMA weights, sharded, resumable (ADM .npz shards + grid)",
     "evaluate": "FID / sFID / IS / precision / recall / accuracy of a sample set, as a metrics JSON",
     "report": "batch evaluation of runs x checkpoints x guidance scales into tables and plots",

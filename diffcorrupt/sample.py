@@ -2,7 +2,7 @@
 
   diffcorrupt sample --workdir=DIR [--step=N] [--num_samples=N] [--sampler=ddpm|ddim|dpm] [--steps=N]
                      [--cfg_scale=S[,S2,...]] [--eta=E] [--seed=S] [--batch_size=B] [--captions=FILE]
-                     [--out=DIR] [--mesh=DATA,FSDP,TENSOR]
+                     [--out=DIR] [--mesh=DATA,FSDP,TENSOR] [--autoencoder=DIR]
 
 Defaults come from the run's saved config (``sample.*``). Each guidance scale gets its own folder
 ``<out>/<sampler><steps>-cfg<scale>-seed<seed>/`` (default out: ``<workdir>/eval/step_<N>``) with
@@ -54,6 +54,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--captions", default=None, help="text runs: a file with one caption per line")
     parser.add_argument("--out", default=None)
     parser.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes of the sampling mesh")
+    parser.add_argument("--autoencoder", default=None, help="latent runs: decode with this autoencoder folder "
+                        "instead of the one recorded at training")
     flags = parser.parse_args(argv)
     initialize_from_environment()
     jobs.log_progress()
@@ -65,7 +67,7 @@ def main(argv: list[str]) -> int:
 def sample_run(flags) -> list[dict]:
     """Samples every requested guidance scale; one summary record per scale."""
     mesh = make_mesh(_mesh_config(flags.mesh))
-    restored = restore_ema(flags.workdir, mesh, flags.step)
+    restored = restore_ema(flags.workdir, mesh, flags.step, flags.autoencoder)
     defaults = restored.config.sample
     num_samples = flags.num_samples or defaults.num_samples
     batch_size = flags.batch_size or defaults.batch_size

@@ -26,7 +26,7 @@ def test_captions_steer_sampling_and_are_scored(tmp_path, monkeypatch):
                                                   "train.num_steps=2", "checkpoint.every_steps=2"]), str(workdir))
     (tmp_path / "captions.txt").write_text("\n".join(CAPTIONS) + "\n\n")
     flags = dict(workdir=str(workdir), step=None, num_samples=6, sampler="dpm", steps=3, cfg_scale="2", eta=None,
-                 seed=0, batch_size=4, captions=None, out=str(tmp_path / "samples"), mesh="-1,1,1")
+                 seed=0, batch_size=4, captions=None, out=str(tmp_path / "samples"), mesh="-1,1,1", autoencoder=None)
     with pytest.raises(UserError, match="text-conditional; pass --captions"):
         sample.sample_run(types.SimpleNamespace(**flags))
     flags["captions"] = str(tmp_path / "captions.txt")

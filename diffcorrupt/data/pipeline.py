@@ -82,7 +82,9 @@ def make_dataset(
         ds = ds[: len(ds) // global_batch * global_batch]
     ds = ds[process_index::process_count]
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
-    preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed)
+    meta = getattr(source.source, "meta", None) or {}
+    preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed,
+                            latent_kind=meta.get("kind", "latent"), scale_factor=meta.get("scale_factor", 1.0))
     return ds.map(_LoadBatch(source, preprocess))
 
 

@@ -1,4 +1,5 @@
-"""Per-example preprocessing: ADM centre crop and resize, channel conversion, keyed flip, [-1, 1].
+"""Per-example preprocessing: ADM centre crop and resize, channel conversion, keyed flip, [-1, 1];
+for pre-encoded latents, a keyed draw from a stored KL posterior and the autoencoder's scale factor.
 
 The crop follows guided-diffusion's ``center_crop_arr`` (halve with a box filter while the short
 side is at least twice the target, then bicubic-resize the short side to the target, then crop the
@@ -43,11 +44,26 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
 class Preprocess:
     """Picklable element transform for grain (worker processes import it by reference)."""
 
-    def __init__(self, image_size: int, channels: int, random_flip: bool, seed: int):
+    def __init__(self, image_size: int, channels: int, random_flip: bool, seed: int, *, latent_kind: str = "latent",
+                 scale_factor: float = 1.0):
         self.image_size = image_size
         self.channels = channels
         self.random_flip = random_flip
+        self.latent_kind = latent_kind
+        self.scale_factor = scale_factor
         self._flip_key = derive_key(seed, "preprocess/flip")
+        self._posterior_key = derive_key(seed, "preprocess/posterior")
+
+    def posterior_sample(self, latent: np.ndarray, index: int, epoch: int) -> np.ndarray:
+        """A stored KL posterior (mean and log-variance on the channel axis) becomes a fresh draw for
+        each (index, epoch), as if the image were encoded anew each epoch; a stored latent is used
+        as it is. The noise is keyed, so it is the same whichever worker or restart reads it."""
+        if self.latent_kind != "moments":
+            return latent
+        mean, logvar = np.split(latent, 2, axis=-1)
+        rng = np.random.default_rng((self._posterior_key, int(index), int(epoch)))
+        std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))
+        return mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
 
     def flips(self, index: int, epoch: int) -> bool:
         return self.random_flip and keyed_uniform(self._flip_key, index, epoch) < 0.5
@@ -56,8 +72,8 @@ class Preprocess:
         element = dict(element)
         flip = self.flips(element["index"], epoch)
         if "latent" in element:  # pre-encoded: already at size; a flip mirrors the latent's width
-            latent = np.asarray(element["latent"], np.float32)
-            element["latent"] = latent[:, ::-1] if flip else latent
+            latent = self.posterior_sample(np.asarray(element["latent"], np.float32), element["index"], epoch)
+            element["latent"] = (latent[:, ::-1] if flip else latent) * np.float32(self.scale_factor)
         else:
             image = convert_channels(center_crop_resize(element["image"], self.image_size), self.channels)
             if flip:

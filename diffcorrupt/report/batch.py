@@ -32,7 +32,8 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     rows: list[dict[str, Any]] = []
     for workdir in workdirs:
         for step in _checkpoint_steps(workdir, checkpoints):
-            flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", **sample_flags)
+            flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
+                                          **sample_flags)
             for record in sample_run(flags):
                 metrics_path = Path(record["samples"]) / METRICS_FILE
                 wanted = {"features": features, "reference": reference, "reference_count": reference_count}

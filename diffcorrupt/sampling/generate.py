@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.data.global_batch import batch_sharding
 from diffcorrupt.diffusion.samplers import guided, sample
@@ -68,14 +68,14 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
     ``batch_size`` must be a multiple of the data-parallel size (``parallel_batch`` rounds up)."""
     config, model = restored.config, restored.model
     channels = restored.input_shape[-1]
-    if config.data.name == "latent_records":
-        raise UserError("this run was trained on latents, and decoding them to images needs the autoencoder "
-                        "support that is not built yet (the latent-diffusion issue); sample a pixel-space run")
     sharding = batch_sharding(mesh)
     param_shardings = jax.tree.map(lambda x: x.sharding, restored.params)
     noisy = settings.sampler == "ddpm" or settings.eta > 0
 
-    def generate(params, index: jax.Array, cond: jax.Array) -> jax.Array:
+    autoencoder = restored.autoencoder
+    decoder_variables = None if autoencoder is None else jax.device_put(autoencoder.params, NamedSharding(mesh, PartitionSpec()))
+
+    def generate(params, decoder, index: jax.Array, cond: jax.Array) -> jax.Array:
         keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(settings.seed), j))(index)
         noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 0), restored.input_shape))(keys)
         if settings.cfg_scale == 1.0:  # guidance at scale 1 is the conditional model: skip the null half
@@ -88,11 +88,13 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
         images = sample(denoise, noise, restored.schedule, sampler=settings.sampler, steps=settings.steps,
                         eta=settings.eta, prediction=config.diffusion.prediction,
                         learned_sigma=config.model.learned_sigma, rng=rng)
+        if autoencoder is not None:  # latents -> pixels, on the devices that sampled them
+            images = autoencoder.module.apply(decoder, images / autoencoder.config.scale_factor, method="decode")
         return quantise(images)
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(restored.rules):
-        compiled = jax.jit(generate, in_shardings=(param_shardings, sharding, sharding), out_shardings=sharding).lower(
-            restored.params, jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+        compiled = jax.jit(generate, in_shardings=(param_shardings, None, sharding, sharding), out_shardings=sharding).lower(
+            restored.params, decoder_variables, jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
             jax.ShapeDtypeStruct((batch_size, *conditions_shape(restored)), jnp.int32, sharding=sharding),
         ).compile()
 
@@ -100,7 +102,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
         index = _global(indices.astype(np.int32), sharding)
         cond = _global(model_conditions.astype(np.int32), sharding)
         with jax.set_mesh(mesh), nn.logical_axis_rules(restored.rules):
-            images = compiled(restored.params, index, cond)
+            images = compiled(restored.params, decoder_variables, index, cond)
         check_batch_sharded(images, mesh)
         return np.asarray(multihost_utils.process_allgather(images, tiled=True))
 

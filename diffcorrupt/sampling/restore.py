@@ -21,6 +21,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
+from diffcorrupt.autoencoders.storage import LoadedAutoencoder, load_autoencoder
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.diffusion.schedules import Schedule, make_schedule
 from diffcorrupt.errors import UserError
@@ -42,20 +43,26 @@ class RestoredModel:
     tokenizer: ByteTokenizer | None
     schedule: Schedule
     rules: Rules
+    autoencoder: LoadedAutoencoder | None = None  # decodes the samples of a latent model
 
 
-def write_model_spec(workdir: Path, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """Records the model's input shape and class count, which the config alone does not fix (they
-    come from the dataset), so that sampling never needs the training data."""
-    (workdir / MODEL_SPEC).write_text(json.dumps({"input_shape": list(input_shape), "num_classes": num_classes}) + "\n")
+def write_model_spec(workdir: Path, input_shape: tuple[int, ...], num_classes: int, autoencoder: str | None) -> None:
+    """Records the model's input shape, class count and (for a latent model) the autoencoder that
+    made its latents, which the config alone does not fix (they come from the dataset), so that
+    sampling never needs the training data."""
+    spec = {"input_shape": list(input_shape), "num_classes": num_classes, "autoencoder": autoencoder}
+    (workdir / MODEL_SPEC).write_text(json.dumps(spec) + "\n")
 
 
-def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None) -> RestoredModel:
-    """The EMA weights of ``step`` (default: the newest) of the run in ``workdir``."""
+def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None,
+                autoencoder: str | None = None) -> RestoredModel:
+    """The EMA weights of ``step`` (default: the newest) of the run in ``workdir``, and for a latent
+    model its autoencoder (the one recorded at training, or ``autoencoder``)."""
     workdir = Path(workdir)
     manager, step = _open(workdir, step)
     config = _read_config(manager, step)
-    input_shape, num_classes = _model_spec(workdir, config)
+    input_shape, num_classes, recorded = _model_spec(workdir, config)
+    autoencoder = autoencoder or recorded
     model = model_from_config(config, input_shape, num_classes)
     rules = rules_from_config(config.mesh.rules)
     abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"])
@@ -70,7 +77,7 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None) -> Res
     tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
     return RestoredModel(config, step, model, restored.state["ema_params"], input_shape, num_classes, tokenizer,
-                         schedule, rules)
+                         schedule, rules, _autoencoder(autoencoder, config))
 
 
 def saved_run_config(workdir: str | Path, step: int | None = None) -> ml_collections.ConfigDict:
@@ -124,16 +131,29 @@ def _config_from_saved(saved: dict) -> ml_collections.ConfigDict:
     return config
 
 
-def _model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int]:
+def _model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int, str | None]:
     spec_path = workdir / MODEL_SPEC
     if spec_path.is_file():
         spec = json.loads(spec_path.read_text())
-        return tuple(spec["input_shape"]), int(spec["num_classes"])
+        return tuple(spec["input_shape"]), int(spec["num_classes"]), spec.get("autoencoder")
     # A run written before the train job recorded its model spec: ask the dataset.
     from diffcorrupt.data.sources.registry import make_source
     from diffcorrupt.training.batches import input_spec
 
-    return input_spec(config, make_source(config.data))
+    source = make_source(config.data)
+    meta = getattr(source, "meta", None) or {}
+    return (*input_spec(config, source), (meta.get("autoencoder") or {}).get("path"))
+
+
+def _autoencoder(path: str | None, config: ml_collections.ConfigDict) -> LoadedAutoencoder | None:
+    if config.data.name != "latent_records":
+        return None
+    if not path:
+        raise UserError("this run was trained on latents and records no autoencoder to decode them; "
+                        "pass --autoencoder=DIR (a folder written by tools/convert_autoencoder.py or `diffcorrupt autoencoder`)")
+    if not Path(path).is_dir():
+        raise UserError(f"the run's autoencoder {path} is not there; pass --autoencoder=DIR to use a copy of it")
+    return load_autoencoder(path)
 
 
 def _check_shapes(saved: Any, target: Any, model_name: str, where: Path) -> None:

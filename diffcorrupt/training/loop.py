@@ -72,7 +72,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     if aot_only:
         return _aot_report(run)
     if jax.process_index() == 0:
-        write_model_spec(workdir_path, input_shape, num_classes)
+        meta = getattr(view.source, "meta", None) or {}
+        write_model_spec(workdir_path, input_shape, num_classes, (meta.get("autoencoder") or {}).get("path"))
     mesh, rules, model, tokenizer, state = run.mesh, run.rules, run.model, run.tokenizer, run.state
 
     iterator = make_iterator(config, process_index=jax.process_index(), process_count=jax.process_count(), source=view)

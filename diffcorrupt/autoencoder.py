@@ -1,0 +1,43 @@
+"""``diffcorrupt autoencoder``: train a small autoencoder on the config's dataset, for latent runs on CPU.
+
+  diffcorrupt autoencoder --config=configs/<name>.py[:<preset>] --out=DIR [--preset=kl-f4-small|vq-f4-small]
+                          [--steps=2000] [--batch_size=64] [--lr=1e-3] [--seed=0] [--config.<key>=<value> ...]
+
+Writes the autoencoder folder (``autoencoder.json``, ``params.npz``) that ``diffcorrupt encode``
+and the sampler read, with its held-out reconstruction error and the latent scale factor (one over
+the training latents' standard deviation); prints one JSON line. Released autoencoders (SD's KL-f8,
+LDM's VQ-f4) are converted instead, with ``tools/convert_autoencoder.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from diffcorrupt import jobs
+from diffcorrupt.errors import UserError
+
+
+def main(argv: list[str]) -> int:
+    parser = jobs.JobParser("autoencoder", __doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--preset", default="kl-f4-small")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    flags, config = parser.parse_with_config(argv)
+    if (Path(flags.out) / "autoencoder.json").is_file():
+        raise UserError(f"{flags.out} already holds an autoencoder; pass another --out or remove it")
+    jobs.log_progress()
+    from diffcorrupt.training.autoencoder_training import train_autoencoder
+
+    summary = train_autoencoder(config.data, flags.preset, flags.out, steps=flags.steps, batch_size=flags.batch_size,
+                                lr=flags.lr, seed=flags.seed)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.run("autoencoder", main))
