@@ -7,6 +7,8 @@
   diffcorrupt bench sample --model=DiT-S/4 --input_shape=32,32,1 --num_classes=10 --batch_size=64
                            [--sampler=dpm] [--steps=50] [--cfg_scale=1.5] [--dtype=float32]
   diffcorrupt bench inception [--input_shape=32,32,3] [--batch_size=64] [--num_images=256] [--weights=FILE]
+  diffcorrupt bench encode [--autoencoder=kl-f8] [--input_shape=256,256,3] [--batch_size=8] [--model=DiT-XL/2]
+                           [--num_classes=1000]
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
 
-BENCHES = ("data", "model", "train", "sample", "inception")
+BENCHES = ("data", "model", "train", "sample", "inception", "encode")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -38,6 +40,13 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--num_batches", type=int, default=100)
         parser.add_argument("--repeats", type=int, default=5)
         parser.add_argument("--num_workers", type=int, default=0)
+    elif what == "encode":
+        parser.add_argument("--autoencoder", default="kl-f8", help="an autoencoder preset")
+        parser.add_argument("--input_shape", default="256,256,3", help="H,W,C of the images")
+        parser.add_argument("--batch_size", type=int, default=8)
+        parser.add_argument("--model", default="DiT-XL/2", help="the diffusion model trained on the latents")
+        parser.add_argument("--num_classes", type=int, default=1000)
+        parser.add_argument("--steps", type=int, default=5)
     elif what == "inception":
         parser.add_argument("--input_shape", default="32,32,3", help="H,W,C of the images fed to the network")
         parser.add_argument("--batch_size", type=int, default=64)
@@ -61,7 +70,7 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--cfg_scale", type=float, default=1.5)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     flags, overrides = parser.parse_job(rest)
-    if what not in ("data", "inception") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
+    if what not in ("data", "inception", "encode") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
         raise UserError(f"bench {what} needs --model and --input_shape" + (" (or --config)" if what == "train" else ""))
     if what == "data":
         from diffcorrupt.benchmarks import data_bench
@@ -76,6 +85,11 @@ def main(argv: list[str]) -> int:
 
         result = sample_bench.run(flags.model, _shape(flags.input_shape), flags.num_classes, flags.batch_size,
                                   flags.sampler, flags.steps, flags.cfg_scale, dtype=flags.dtype)
+    elif what == "encode":
+        from diffcorrupt.benchmarks import encode_bench
+
+        result = encode_bench.run(flags.autoencoder, _shape(flags.input_shape), flags.batch_size, flags.model,
+                                  flags.num_classes, flags.steps)
     elif what == "inception":
         from diffcorrupt.benchmarks import inception_bench
 

@@ -150,7 +150,7 @@ def _write_meta(out: Path, source, autoencoder: LoadedAutoencoder, autoencoder_d
     missing = [name for name in map(_shard_name, range(num_shards)) if not (out / name).is_file()]
     if missing:
         raise UserError(f"{out} lacks shard {missing[0]} after encoding; run the same command again to finish it")
-    factor = 2 ** (len(autoencoder.config.block_out_channels) - 1)
+    factor = autoencoder.config.downsampling_factor
     latent_shape = (data.image_size // factor, data.image_size // factor, autoencoder.config.latent_channels)
     write_meta(out, shards=[_shard_name(k) for k in range(num_shards)], num_examples=total, latent_shape=latent_shape,
                condition=source.condition, kind=kind, num_classes=getattr(source, "num_classes", 0),
