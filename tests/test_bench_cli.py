@@ -49,7 +49,7 @@ def test_bench_inception_reports_images_per_second():
 
 
 def test_bench_encode_reports_the_pre_encoding_speedup():
-    result = _bench("encode", "--autoencoder=kl-f4-small", "--input_shape=16,16,3", "--batch_size=4", "--model=DiT-T/2",
+    result = _bench("encode", "--autoencoder=kl-f4-small", "--input_shape=16,16,3", "--batch_size=8", "--model=DiT-T/2",
                     "--num_classes=10", "--steps=2")
     assert result["latent_shape"] == [4, 4, 4] and result["encode_images_per_s"] > 0
     assert result["pre_encoding_speedup"] > 1.0

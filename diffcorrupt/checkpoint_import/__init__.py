@@ -1,0 +1,1 @@
+"""Released checkpoints (facebookresearch DiT ``.pt``, diffusers DiT folders) turned into diffcorrupt workdirs."""
