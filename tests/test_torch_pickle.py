@@ -182,3 +182,19 @@ def test_real_torch_jit_save(tmp_path):
     assert sorted(tensors) == sorted(model.state_dict())
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(tensors[key], value.numpy(), err_msg=key)
+
+
+def test_training_checkpoint_extras_are_inert_stand_ins(tmp_path):
+    """A Lightning checkpoint keys its callbacks by class, and DiT's train script pickles an
+    argparse.Namespace: both read as inert objects, beside the tensors."""
+    namespace = (_global("copyreg", "_reconstructor") + _tuple(_global("argparse", "Namespace"), _global("builtins", "object"),
+                                                                 b"N") + b"R" + _dict([("model", _str("DiT-XL/2"))]) + b"b")
+    callbacks = b"}(" + _global("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint") + _dict([]) + b"u"
+    body = _dict([("state_dict", _dict([("w", _tensor("0", "FloatStorage", 6, 0, (2, 3), (3, 1)))])),
+                  ("args", namespace), ("callbacks", callbacks)])
+    path = _write_zip(tmp_path / "train.ckpt", _pickle(body), {"0": WEIGHT})
+    np.testing.assert_array_equal(load_state_dict(path)["state_dict.w"], WEIGHT)
+    # the stand-ins do not open a door: a real class through the same route is still refused
+    evil = _global("copyreg", "_reconstructor") + _tuple(_global("subprocess", "Popen"), _global("builtins", "object"), b"N") + b"R"
+    with pytest.raises(UserError, match="subprocess.Popen"):
+        load_state_dict(_write_zip(tmp_path / "evil.ckpt", _pickle(evil), {}))

@@ -3,8 +3,9 @@
 A PyTorch file is a pickle, and unpickling can call any importable function, so ``torch.load`` on
 a downloaded file runs whatever it names. This reader allows only the handful of globals that plain
 tensors need (the tensor rebuild helpers, the storage types, ``collections.OrderedDict``, the list
-builders of TorchScript) and turns every TorchScript class (``__torch__.*``) into an inert object
-that just records its attributes; any other global is refused with a ``UserError``.
+builders of TorchScript) and turns every TorchScript class (``__torch__.*``), and the Lightning
+callbacks and ``argparse.Namespace`` that training checkpoints carry beside their tensors, into an
+inert object that just records its attributes; any other global is refused with a ``UserError``.
 
 Three layouts are read:
 
@@ -117,7 +118,23 @@ def _device(*args: Any) -> str:
     return ":".join(str(a) for a in args)
 
 
+def _reconstruct(cls: type, base: type, state: Any) -> Any:
+    """``copyreg._reconstructor`` (how plain Python objects such as ``argparse.Namespace`` pickle),
+    for the inert stand-ins only: a real class never gets this far, find_class refuses it first."""
+    if not (isinstance(cls, type) and issubclass(cls, TorchScriptObject)) or base is not object:
+        raise UserError(f"a pickle rebuilds {cls!r} from {base!r}, which a weights file has no reason to do")
+    return cls()
+
+
+# Classes whose instances (or the class objects themselves) sit in training checkpoints beside the
+# tensors: Lightning's callbacks (keys of its "callbacks" dict) and the argparse.Namespace of DiT's
+# train script. They come back as inert stand-ins that hold their state and run nothing.
+_INERT_MODULES = ("__torch__.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
+_INERT_CLASSES = {("argparse", "Namespace")}
+
 _ALLOWED = {
+    ("copyreg", "_reconstructor"): _reconstruct,
+    ("builtins", "object"): object,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -143,7 +160,7 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             dtype = _STORAGE_DTYPES[name]
             return _StorageType(dtype.newbyteorder(self.byteorder) if dtype.itemsize > 1 else dtype)
-        if module.startswith("__torch__.") or module == "__torch__":
+        if module.startswith(_INERT_MODULES) or module == "__torch__" or (module, name) in _INERT_CLASSES:
             return _script_class(f"{module}.{name}")
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
