@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffcorrupt import sample
 from diffcorrupt.config.loading import load_config
@@ -71,8 +72,9 @@ def test_a_text_model_trained_on_latents_samples_decoded_images(latents, tmp_pat
     workdir = tmp_path / "run"
     config = load_config("configs/shapes.py:tiny", [
         "data.name=latent_records", f"data.data_dir={latents}", "data.num_examples=0", "model.name=DiT-T/2",
-        "train.batch_size=8", "train.num_steps=2", "checkpoint.every_steps=2"])
+        "train.batch_size=8", "train.num_steps=2", "checkpoint.every_steps=2", "train.sample_every=2"])
     train(config, str(workdir))
+    assert Image.open(workdir / "samples" / "step_2.png").size == (64, 64)  # 16 decoded 16x16 previews
     recorded = json.loads((workdir / "model.json").read_text())["autoencoder"]
     assert recorded == json.loads((latents / "meta.json").read_text())["autoencoder"]["path"]
     (tmp_path / "captions.txt").write_text("one small red circle on the left\n")

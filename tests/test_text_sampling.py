@@ -18,7 +18,7 @@ from diffcorrupt.training.loop import train
 CAPTIONS = ["one small red circle on the left", "three large blue squares at the top"]
 
 
-def test_captions_steer_sampling_and_are_scored(tmp_path, monkeypatch):
+def test_captions_from_a_file_are_sampled_stored_and_scored(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFCORRUPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(classifier_training, "DEFAULT_STEPS", {"captioned_shapes": 20})
     workdir = tmp_path / "run"

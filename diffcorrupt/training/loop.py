@@ -19,6 +19,7 @@ import ml_collections
 from absl import logging
 from clu import metric_writers, periodic_actions
 
+from diffcorrupt.autoencoders.storage import load_autoencoder
 from diffcorrupt.config.loading import config_hash
 from diffcorrupt.data.pipeline import corrupted_source, make_iterator
 from diffcorrupt.errors import UserError
@@ -71,8 +72,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     run = compile_run(config, input_shape, num_classes)
     if aot_only:
         return _aot_report(run)
+    meta = getattr(view.source, "meta", None) or {}
     if jax.process_index() == 0:
-        meta = getattr(view.source, "meta", None) or {}
         write_model_spec(workdir_path, input_shape, num_classes, (meta.get("autoencoder") or {}).get("path"))
     mesh, rules, model, tokenizer, state = run.mesh, run.rules, run.model, run.tokenizer, run.state
 
@@ -88,10 +89,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     if first_step == 0:
         writer.write_hparams({"config_hash": config_hash(config), "model": config.model.name})
     progress = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=writer)
-    preview_cond = None
-    if config.train.sample_every and jax.process_index() == 0 and "latent_shape" not in (getattr(view.source, "meta", None) or {}):
-        captions = [] if tokenizer is None else [view.source.caption(i) for i in range(min(GRID, len(view)))]
+    preview_cond, decode = None, None
+    if config.train.sample_every and jax.process_index() == 0:
+        captions = [] if tokenizer is None else [view.source[i]["caption"] for i in range(min(GRID, len(view)))]
         preview_cond = preview_conditions(num_classes, tokenizer, captions)
+        autoencoder = (meta.get("autoencoder") or {}).get("path")
+        if autoencoder:  # latents are previewed through the autoencoder that made them
+            decode = load_autoencoder(autoencoder).decode_latents
     preemption = Preemption()
     interval = _Interval()
     step = first_step
@@ -113,7 +117,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
                     jsonl.write_scalars(step, scalars)
             side_start = time.perf_counter()
             if preview_cond is not None and step % config.train.sample_every == 0:
-                write_preview(model, state.ema_params, config, run.schedule, preview_cond, input_shape, workdir_path, step, writer)
+                write_preview(model, state.ema_params, config, run.schedule, preview_cond, input_shape, workdir_path, step,
+                              writer, decode)
             if checkpointer.should_save(step):
                 _guard(state)
                 checkpointer.save(step, state, config, iterator)

@@ -8,6 +8,7 @@ guidance scale. Written to ``<workdir>/samples/step_<n>.png`` and to TensorBoard
 from __future__ import annotations
 
 import pathlib
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,15 +32,21 @@ def preview_conditions(num_classes: int, tokenizer: ByteTokenizer | None, captio
 
 
 def write_preview(model, ema_params, config: ml_collections.ConfigDict, schedule: Schedule, cond: jax.Array,
-                  input_shape: tuple[int, int, int], workdir: pathlib.Path, step: int, writer) -> pathlib.Path:
+                  input_shape: tuple[int, int, int], workdir: pathlib.Path, step: int, writer,
+                  decode: Callable[[jax.Array], jax.Array] | None = None) -> pathlib.Path:
+    """``decode`` turns a latent model's samples into pixels (the autoencoder that made its latents)."""
     noise = jax.random.normal(jax.random.key(config.seed), (GRID, *input_shape))
     channels = input_shape[-1]
 
     def model_fn(x, t, null_mask):
         return model.apply({"params": ema_params}, x, t, jnp.concatenate([cond, cond]), null_mask)
 
-    images = jax.jit(lambda z: sample(guided(model_fn, config.sample.cfg_scale, channels), z, schedule,
-                                      sampler="ddim", steps=STEPS, learned_sigma=config.model.learned_sigma))(noise)
+    def generate(z: jax.Array) -> jax.Array:
+        x = sample(guided(model_fn, config.sample.cfg_scale, channels), z, schedule, sampler="ddim", steps=STEPS,
+                   learned_sigma=config.model.learned_sigma)
+        return x if decode is None else decode(x)
+
+    images = jax.jit(generate)(noise)
     pixels = np.asarray(quantise(images))
     path = workdir / "samples" / f"step_{step}.png"
     grid = save_tiled(path, pixels)
