@@ -103,6 +103,12 @@ def _middle(x: jax.Array, features: int, groups: int, attention: bool, dtype: Dt
     return ResnetBlock(features, groups, dtype, name="mid_block_2")(x)
 
 
+def coder_settings(model: nn.Module) -> dict:
+    """The settings an autoencoder's Encoder and Decoder share, read off the autoencoder module."""
+    return dict(block_out_channels=tuple(model.block_out_channels), layers_per_block=model.layers_per_block,
+                groups=model.norm_num_groups, mid_attention=model.mid_attention, dtype=model.dtype)
+
+
 class Encoder(nn.Module):
     """Image (N, H, W, in) -> features (N, H/f, W/f, out_channels), f = 2^(levels - 1)."""
 

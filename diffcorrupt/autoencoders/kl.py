@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffcorrupt.autoencoders.blocks import Decoder, Encoder
+from diffcorrupt.autoencoders.blocks import Decoder, Encoder, coder_settings
 
 LOGVAR_RANGE = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamps to this
 
@@ -30,13 +30,7 @@ class AutoencoderKL(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        common = dict(
-            block_out_channels=tuple(self.block_out_channels),
-            layers_per_block=self.layers_per_block,
-            groups=self.norm_num_groups,
-            mid_attention=self.mid_attention,
-            dtype=self.dtype,
-        )
+        common = coder_settings(self)
         self.encoder = Encoder(out_channels=2 * self.latent_channels, **common)
         self.quant_conv = nn.Conv(2 * self.latent_channels, (1, 1), dtype=self.dtype)
         self.post_quant_conv = nn.Conv(self.latent_channels, (1, 1), dtype=self.dtype)

