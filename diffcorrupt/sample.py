@@ -35,7 +35,7 @@ from diffcorrupt.report.figures import save_tiled
 from diffcorrupt.sampling.generate import SampleSettings, conditions, make_generator, parallel_batch
 from diffcorrupt.sampling.quantise import QUANTISATION
 from diffcorrupt.sampling.restore import RestoredModel, restore_ema
-from diffcorrupt.sampling.shards import done_indices, prepare_directory, read_shards, write_shard
+from diffcorrupt.sampling.shards import done_indices, first_images, prepare_directory, write_shard
 
 GRID_IMAGES = 64
 
@@ -117,8 +117,7 @@ def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_sam
         logging.info("%s: %d of %d samples", directory.name, num_samples - len(todo) + first + len(indices), num_samples)
     seconds = time.perf_counter() - start
     if main_process:
-        shards = read_shards(directory)
-        save_tiled(directory / "grid.png", shards["arr_0"][:GRID_IMAGES])
+        save_tiled(directory / "grid.png", first_images(directory, GRID_IMAGES))
     return {"samples": str(directory), "sampled_now": int(len(todo)), "num_samples": num_samples,
             "cfg_scale": settings.cfg_scale, "images_per_s": round(len(todo) / seconds, 2) if len(todo) else None}
 

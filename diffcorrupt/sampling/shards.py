@@ -89,3 +89,17 @@ def read_shards(directory: Path) -> dict[str, np.ndarray]:
     arrays = {key: np.concatenate(values) for key, values in parts.items()}
     order = np.argsort(arrays["index"], kind="stable")
     return {key: value[order] for key, value in arrays.items()}
+
+
+def first_images(directory: Path, count: int) -> np.ndarray:
+    """The images of the lowest sample numbers, about ``count`` of them, reading only as many
+    shards as that takes (a 50K-sample folder of 256x256 images is 10 GB)."""
+    images, indices = [], []
+    for path in sorted(directory.glob(SHARD_GLOB)):
+        with np.load(path) as shard:
+            images.append(shard["arr_0"])
+            indices.append(shard["index"])
+        if sum(len(i) for i in indices) >= count:
+            break
+    order = np.argsort(np.concatenate(indices), kind="stable")[:count]
+    return np.concatenate(images)[order]
