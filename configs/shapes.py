@@ -6,6 +6,13 @@ model that ignores its caption, or learned from swapped ones, is easy to catch.
 Presets (``--config=configs/shapes.py:<preset>``):
   default  50k generated pairs; caption swap is the paper's CC3M corruption.
   tiny     2k pairs and a few steps, for smoke tests.
+  text_demo  16x16, DiT-T/4, 1,500 steps of batch 32 (about 10 minutes on 2 CPU cores): captions
+           visibly steer the samples. Measured (2026-11-28, EMA weights, DDIM 25 steps, guidance 3,
+           96 samples of held-out captions, scored by the captioned-shapes classifier): colour right
+           in 77% of samples (chance 17%), size 65% (50%), count 42% (33%); shape and position not
+           yet learned (24%, 14%). See docs/text.md.
+
+  diffcorrupt train --config=configs/shapes.py:text_demo --workdir=runs/text_demo
 
   diffcorrupt corruption --config=configs/shapes.py --config.data.corruption.ratio=0.1
 reports num_corrupted = 5000 (2500 swapped pairs) and a few example swaps.
@@ -33,5 +40,22 @@ def _tiny(config):
     config.data.num_examples = 2_000
 
 
+def _text_demo(config):
+    _default(config)
+    config.data.num_examples = 20_000
+    config.data.image_size = 16
+    config.model.name = "DiT-T/4"
+    config.train.batch_size = 32
+    config.train.num_steps = 1_500
+    config.train.lr = 1e-3
+    config.train.warmup_steps = 100
+    config.train.ema_decay = 0.995
+    config.checkpoint.every_steps = 500
+    config.sample.sampler = "ddim"
+    config.sample.steps = 25
+    config.sample.cfg_scale = 3.0
+
+
 def get_config(arg=None):
-    return select_preset(arg, {"default": _default, "tiny": _tiny}, base_config(), "configs/shapes.py")
+    return select_preset(arg, {"default": _default, "tiny": _tiny, "text_demo": _text_demo}, base_config(),
+                         "configs/shapes.py")

@@ -28,6 +28,7 @@ PRESETS = [
     "shapes.py",
     "shapes.py:default",
     "shapes.py:tiny",
+    "shapes.py:text_demo",
     "imagenet.py",
     "imagenet.py:default",
 ]
