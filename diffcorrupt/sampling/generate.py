@@ -112,7 +112,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
 def parallel_batch(batch_size: int, mesh: Mesh) -> int:
     """The global batch rounded up to a multiple of the data-parallel size, so that any requested
     batch runs on any mesh (the extra rows are padding, dropped after sampling)."""
-    parallel = int(np.prod([mesh.shape[axis] for axis in BATCH_AXES]))
+    parallel = _data_parallel(mesh)
     return -(-batch_size // parallel) * parallel
 
 
@@ -124,9 +124,13 @@ def check_batch_sharded(images: jax.Array, mesh: Mesh) -> None:
     """Fails loudly if a batch came back replicated: "data-parallel" sampling that silently computes
     the whole batch on every device is the classic way to lose a factor of the device count."""
     expected = batch_sharding(mesh)
-    parallel = int(np.prod([mesh.shape[axis] for axis in BATCH_AXES]))
+    parallel = _data_parallel(mesh)
     if not images.sharding.is_equivalent_to(expected, images.ndim) or (parallel > 1 and images.sharding.is_fully_replicated):
         raise AssertionError(f"sampled batch has sharding {images.sharding}, not the batch split {expected.spec} over {parallel} devices")
+
+
+def _data_parallel(mesh: Mesh) -> int:
+    return int(np.prod([mesh.shape[axis] for axis in BATCH_AXES]))
 
 
 def _global(values: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
