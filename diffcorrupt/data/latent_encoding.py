@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.autoencoders.storage import LoadedAutoencoder, load_autoencoder
-from diffcorrupt.data.preprocess import center_crop_resize, convert_channels
+from diffcorrupt.data.preprocess import training_pixels
 from diffcorrupt.data.sources.latent_records import META_FILE, write_meta, write_shard
 from diffcorrupt.data.sources.registry import make_source
 from diffcorrupt.errors import UserError
@@ -66,7 +66,7 @@ def encode_dataset(data: ml_collections.ConfigDict, autoencoder_dir: str | Path,
         if path.is_file():
             continue
         indices = range(shard * shard_size, min((shard + 1) * shard_size, total))
-        records = _encode_shard(source, data, indices, encode, batch_size)
+        records = _encode_shard(source, data, indices, encode)
         temporary = path.with_name(path.name + ".tmp")
         write_shard(temporary, records)
         os.replace(temporary, path)
@@ -127,14 +127,13 @@ def _encoder(autoencoder: LoadedAutoencoder, kind: str, batch_size: int):
     return run
 
 
-def _encode_shard(source, data: ml_collections.ConfigDict, indices: range, encode, batch_size: int) -> list[dict]:
+def _encode_shard(source, data: ml_collections.ConfigDict, indices: range, encode) -> list[dict]:
     records = []
     step = encode.batch_size
     for first in range(indices.start, indices.stop, step):
         chunk = range(first, min(first + step, indices.stop))
         elements = [source[i] for i in chunk]
-        images = np.stack([convert_channels(center_crop_resize(np.asarray(e["image"]), data.image_size), data.channels)
-                           for e in elements])
+        images = np.stack([training_pixels(e["image"], data.image_size, data.channels) for e in elements])
         for i, element, latent in zip(chunk, elements, encode(images)):
             record = {"index": i, "latent": latent.astype(np.float32)}
             if "label" in element:

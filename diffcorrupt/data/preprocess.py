@@ -41,6 +41,18 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.round(luma).astype(np.uint8)[..., None]
 
 
+def training_pixels(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """uint8 HWC -> the uint8 (size, size, channels) image training sees before its flip."""
+    return convert_channels(center_crop_resize(np.asarray(image), size), channels)
+
+
+def clean_images(source, size: int, channels: int, count: int | None = None) -> np.ndarray:
+    """The first ``count`` (default: all) images of a source, as training sees them, stacked: the
+    clean references of the evaluator and the training set of a small autoencoder."""
+    total = len(source) if count is None else min(count, len(source))
+    return np.stack([training_pixels(source[i]["image"], size, channels) for i in range(total)])
+
+
 class Preprocess:
     """Picklable element transform for grain (worker processes import it by reference)."""
 
@@ -75,7 +87,7 @@ class Preprocess:
             latent = self.posterior_sample(np.asarray(element["latent"], np.float32), element["index"], epoch)
             element["latent"] = (latent[:, ::-1] if flip else latent) * np.float32(self.scale_factor)
         else:
-            image = convert_channels(center_crop_resize(element["image"], self.image_size), self.channels)
+            image = training_pixels(element["image"], self.image_size, self.channels)
             if flip:
                 image = image[:, ::-1]
             element["image"] = image.astype(np.float32) / 127.5 - 1.0

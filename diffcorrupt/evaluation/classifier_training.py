@@ -30,7 +30,7 @@ from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.cache import cache_root
-from diffcorrupt.data.preprocess import center_crop_resize, convert_channels
+from diffcorrupt.data.preprocess import training_pixels
 from diffcorrupt.data.sources.base import ClassSource, Source
 from diffcorrupt.data.sources.caption_parse import CARDINALITIES, parse_caption
 from diffcorrupt.data.sources.captioned_shapes import ATTRIBUTES
@@ -103,7 +103,7 @@ def _load(source: Source, indices: Sequence[int], size: int, channels: int) -> t
     conditions = []
     for row, index in enumerate(indices):
         element = source[index]
-        images[row] = convert_channels(center_crop_resize(element["image"], size), channels)
+        images[row] = training_pixels(element["image"], size, channels)
         conditions.append(element["label"] if "label" in element else element["caption"])
     return images, conditions
 

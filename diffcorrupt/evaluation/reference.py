@@ -143,10 +143,7 @@ def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: in
 def dataset_images(data: ml_collections.ConfigDict, count: int | None) -> np.ndarray:
     """The first ``count`` clean images of a configured dataset, as training sees them before its
     random flip: centre-cropped to data.image_size, with data.channels channels, uint8."""
-    from diffcorrupt.data.preprocess import center_crop_resize, convert_channels
+    from diffcorrupt.data.preprocess import clean_images
     from diffcorrupt.data.sources.registry import make_source
 
-    source = make_source(data)
-    total = len(source) if count is None else min(count, len(source))
-    return np.stack([convert_channels(center_crop_resize(np.asarray(source[i]["image"]), data.image_size), data.channels)
-                     for i in range(total)])
+    return clean_images(make_source(data), data.image_size, data.channels, count)

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.autoencoders.presets import preset
 from diffcorrupt.autoencoders.storage import make_autoencoder, save_autoencoder
-from diffcorrupt.data.preprocess import center_crop_resize, convert_channels
+from diffcorrupt.data.preprocess import clean_images
 from diffcorrupt.data.sources.registry import make_source
 
 KL_WEIGHT = 1e-6
@@ -40,7 +40,7 @@ def train_autoencoder(data: ml_collections.ConfigDict, preset_name: str, out: st
     """Trains, measures held-out reconstruction, and saves the autoencoder folder; returns a summary."""
     config = dataclasses.replace(preset(preset_name), in_channels=data.channels, out_channels=data.channels)
     module = make_autoencoder(config)
-    images = _load_images(data)
+    images = clean_images(make_source(data), data.image_size, data.channels)
     held_out, train_images = images[-HELD_OUT:], images[:-HELD_OUT]
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     batch_size = -(-batch_size // mesh.size) * mesh.size
@@ -101,12 +101,6 @@ def _encode_decode(module, kind: str, variables, x: np.ndarray) -> tuple[np.ndar
     encoded = module.apply(variables, x, method="encode")
     latents = encoded[0] if kind == "kl" else encoded
     return np.asarray(latents), np.asarray(module.apply(variables, latents, method="decode"))
-
-
-def _load_images(data: ml_collections.ConfigDict) -> np.ndarray:
-    source = make_source(data)
-    return np.stack([convert_channels(center_crop_resize(np.asarray(source[i]["image"]), data.image_size), data.channels)
-                     for i in range(len(source))])
 
 
 def _to_float(images: np.ndarray) -> np.ndarray:
