@@ -1,0 +1,103 @@
+"""``diffcorrupt sweep``: expand a grid of runs; run them here or print/submit pod and SLURM commands.
+
+  diffcorrupt sweep --grid=NAME|FILE.py [--root=DIR] [--launcher=local|tpu|slurm] [--dry_run] [--submit]
+                    [--only=SUBSTRING] [--report] [--sbatch_args='--time=48:00:00 ...'] [--config.<key>=<value> ...]
+
+Each run trains in ``<root>/<run name>`` (default root ``runs/<grid>``); the name says its settings,
+e.g. ``eta0.05-symmetric_seed0``. ``local`` trains the runs here, one after another, skipping finished
+ones (newest checkpoint at train.num_steps) and resuming the rest; ``tpu`` and ``slurm`` print the
+commands as a bash script (``--submit`` runs them on the pod in turn, or submits them chained by
+``--dependency=afterok``). ``--report`` adds ``diffcorrupt report`` per run and over all runs into
+``<root>/report``. ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids
+are listed in diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it from
+the repository root: grid configs and launch scripts are named relative to it. Rerun a SLURM sweep
+only once its jobs have ended: it skips finished runs, not queued ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import ml_collections
+from absl import logging
+
+from diffcorrupt import jobs
+from diffcorrupt.errors import ConfigError, UserError
+from diffcorrupt.sweeps.commands import LAUNCHERS, Step, plan, render, submit
+from diffcorrupt.sweeps.expand import Run, check_runs, expand, select
+from diffcorrupt.sweeps.grids import get_grid
+
+
+def main(argv: list[str]) -> int:
+    parser = jobs.JobParser("sweep", __doc__.splitlines()[0], config=False)
+    parser.add_argument("--grid", required=True, help="a grid name (diffcorrupt/sweeps/grids.py) or a .py file defining GRID")
+    parser.add_argument("--root", default=None, help="run folders go in ROOT/<run name>; default runs/<grid>")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands only (what tpu and slurm do by default)")
+    parser.add_argument("--submit", action="store_true", help="tpu: run the commands in turn; slurm: submit them")
+    parser.add_argument("--only", default="", help="only the runs whose name contains this")
+    parser.add_argument("--report", action="store_true", help="then sample, evaluate and report each run and all of them")
+    parser.add_argument("--sbatch_args", default="", help="extra sbatch flags, e.g. '--time=48:00:00 --partition=gpu'")
+    flags, overrides = parser.parse_job(argv)
+    if flags.submit and (flags.launcher == "local" or flags.dry_run):
+        raise UserError("--submit is for --launcher=tpu or slurm without --dry_run; local runs start unless --dry_run")
+    jobs.log_progress()
+    grid = get_grid(flags.grid)
+    root = Path(flags.root or f"runs/{grid.name}")
+    runs = select(grid, expand(grid, root, overrides), flags.only)
+    configs = check_runs(grid, runs)
+    finished = {run.name: step for run in runs if (step := finished_step(run, configs[run.name])) is not None}
+    steps = plan(runs, root, finished=finished, report=flags.report, report_flags=grid.report)
+    sbatch_args = shlex.split(flags.sbatch_args)
+    if flags.launcher == "local" and not flags.dry_run:
+        run_here(steps)
+        print(json.dumps({"grid": grid.name, "root": str(root), "runs": len(runs), "skipped": list(finished),
+                          "trained": [s.label for s in steps if s.job == "train" and not s.skip],
+                          "report": str(root / "report") if flags.report else None}), flush=True)
+    elif flags.submit:
+        print(json.dumps({"grid": grid.name, "root": str(root), "submitted": submit(steps, flags.launcher, sbatch_args)}),
+              flush=True)
+    else:
+        header = f"grid {grid.name}: {len(runs)} runs in {root}, {len(finished)} finished. {grid.doc}"
+        print(render(steps, flags.launcher, header, sbatch_args), end="", flush=True)
+    return 0
+
+
+def finished_step(run: Run, config: ml_collections.ConfigDict) -> int | None:
+    """The run's newest checkpoint step when it has reached train.num_steps, else None. A finished
+    folder trained with other settings is refused rather than skipped: skipping it would report
+    that run under this one's name."""
+    directory = run.workdir / "checkpoints"
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+    if not steps or max(steps) < config.train.num_steps:
+        return None
+    from diffcorrupt.sampling.restore import saved_run_config
+    from diffcorrupt.training.checkpoints import check_compatible
+
+    try:
+        check_compatible(saved_run_config(run.workdir, max(steps)).to_dict(), config)
+    except ConfigError as err:
+        raise ConfigError(f"{run.workdir} is finished but was trained with other settings ({err})") from None
+    return max(steps)
+
+
+def run_here(steps: Sequence[Step]) -> None:
+    """The steps in order in this process, through the jobs' own entry points (flags and all)."""
+    from diffcorrupt import train
+    from diffcorrupt.report import job as report
+
+    mains = {"train": train.main, "report": report.main}
+    for step in steps:
+        if step.skip:
+            logging.info("sweep: skipped, %s", step.skip)
+            continue
+        logging.info("sweep: %s %s", step.job, step.label)
+        mains[step.job](list(step.args))
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.run("sweep", main))

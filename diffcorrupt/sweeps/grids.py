@@ -1,0 +1,203 @@
+"""Named grids: a base preset, axes whose product is the set of runs, and seeds.
+
+An axis is a tuple of *settings* (a label for the run name plus config overrides), not just one
+key's values, because the paper's grids are not all products of single keys: its eta grid has one
+clean run rather than one per corruption kind, and its baselines are one run each of several
+keys. ``values`` builds the plain one-key axis; axes concatenate with ``+``. Labels name the
+settings, so the same settings get the same folder name in every grid, and grids that share runs
+(the clean run, CEP-U at gamma 1) share them when they share a ``--root``.
+
+The paper's values (paper.md section 2 and 6) are the module constants below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+from typing import Any, Iterable, Mapping
+
+from diffcorrupt.config.loading import suggest
+from diffcorrupt.errors import UserError
+
+ETAS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+CC3M_ETAS = ETAS + (0.3,)
+CLASS_KINDS = ("symmetric", "asymmetric")
+CEP_KINDS = ("uniform", "gaussian")
+GAMMAS = (0.1, 0.5, 1.0, 5.0, 10.0)
+# [I] not in the paper: the baselines' strengths (Ning et al.'s 0.1 for input perturbation) and the
+# eta of Table 7's fixed-vs-random comparison (Table 5's 2.5%).
+INPUT_PERTURBATION = 0.1
+CONDITION_DROPOUT = 0.1
+LABEL_SMOOTHING = 0.1
+TABLE7_ETA = 0.025
+SMALL_ETAS = (0.0, 0.025, 0.05, 0.1, 0.2)
+SMALL_SEEDS = (0, 1, 2)
+
+IMAGENET_REPORT = ("--reference=references/VIRTUAL_imagenet256_labeled.npz",)
+CC3M_REPORT = ("--captions=references/coco_val2014_captions.txt", "--reference=references/coco_val2014_256.npz")
+SHAPES_REPORT = ("--captions=references/shapes_test_captions.txt",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One point of an axis: its part of the run name and the config overrides it applies."""
+
+    label: str
+    overrides: tuple[tuple[str, Any], ...]
+
+
+Axis = tuple[Setting, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Runs = product of ``axes`` x ``seeds``, each on ``config`` with ``fixed`` overrides first."""
+
+    name: str
+    config: str  # configs/<name>.py[:<preset>], relative to the repository root
+    axes: tuple[Axis, ...]
+    seeds: tuple[int, ...] = (0,)
+    fixed: tuple[tuple[str, Any], ...] = ()
+    report: tuple[str, ...] = ()  # extra `diffcorrupt report` flags (reference, captions)
+    doc: str = ""  # what it reproduces and the paper's numbers
+
+
+def setting(label: str, overrides: Mapping[str, Any]) -> Setting:
+    return Setting(label, tuple(overrides.items()))
+
+
+def values(key: str, *choices: Any) -> Axis:
+    """The plain axis: one key over ``choices``, labelled '<last part of the key><value>'."""
+    leaf = key.rsplit(".", 1)[-1]
+    return tuple(setting(f"{leaf}{fmt(value)}", {key: value}) for value in choices)
+
+
+def fmt(value: Any) -> str:
+    """A value as it appears in a run name: 0.025, 1 (not 1.0), 1e-05, true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def etas(ratios: Iterable[float], kinds: Iterable[str] = ("symmetric",), mode: str = "fixed") -> Axis:
+    """Corruption ratios x kinds, with the clean run once ('eta0'), not once per kind."""
+    ratios = tuple(ratios)
+    clean = (setting("eta0", {"data.corruption.ratio": 0.0}),) if 0.0 in ratios else ()
+    suffix = "" if mode == "fixed" else f"-{mode}"
+    return clean + tuple(
+        setting(f"eta{fmt(ratio)}-{kind}{suffix}",
+                {"data.corruption.ratio": ratio, "data.corruption.kind": kind, "data.corruption.mode": mode})
+        for kind in kinds for ratio in ratios if ratio
+    )
+
+
+def cep(kind: str, gamma: float = 1.0) -> Setting:
+    return setting(f"cep-{kind}-{fmt(gamma)}", {"model.cep.kind": kind, "model.cep.gamma": gamma})
+
+
+def baselines(table6: bool) -> Axis:
+    """Table 1's row (none, input perturbation, CEP-U, CEP-G), plus Table 6's dropout and label smoothing."""
+    runs = (setting("eta0", {"data.corruption.ratio": 0.0}),
+            setting(f"input-perturbation-{fmt(INPUT_PERTURBATION)}", {"diffusion.input_perturbation": INPUT_PERTURBATION}),
+            cep("uniform"), cep("gaussian"))
+    if table6:
+        runs += (setting(f"condition-dropout-{fmt(CONDITION_DROPOUT)}", {"model.condition_dropout": CONDITION_DROPOUT}),
+                 setting(f"label-smoothing-{fmt(LABEL_SMOOTHING)}", {"model.label_smoothing": LABEL_SMOOTHING}))
+    return runs
+
+
+def _family(name: str, config: str, *, kinds: tuple[str, ...], ratios: tuple[float, ...], ablations: bool,
+            report: tuple[str, ...], notes: Mapping[str, str]) -> list[Grid]:
+    """The paper's studies on one base preset: ``name`` itself is the eta (x kind) grid, ``name_baselines``
+    Table 1's row; with ``ablations`` (the LDM-4 ImageNet study) also Table 6's baselines,
+    ``name_cep_gamma`` and Table 7's ``name_fixed_random``."""
+    grids = [
+        Grid(name, config, (etas(ratios, kinds),), report=report,
+             doc=f"eta in {', '.join(fmt(100 * r) for r in ratios)}% x {' and '.join(kinds)}, clean once. " + notes["eta"]),
+        Grid(f"{name}_baselines", config, (baselines(ablations),), report=report,
+             doc="clean, input perturbation, CEP-U, CEP-G" + (", condition dropout, label smoothing" if ablations else "")
+                 + ". " + notes["baselines"]),
+    ]
+    if ablations:
+        kind = kinds[0]
+        grids += [
+            Grid(f"{name}_cep_gamma", config, (tuple(cep(k, g) for k in CEP_KINDS for g in GAMMAS),), report=report,
+                 doc=f"CEP-U and CEP-G at gamma in {', '.join(map(fmt, GAMMAS))} on clean data. " + notes["cep_gamma"]),
+            Grid(f"{name}_fixed_random", config,
+                 ((cep("uniform"),) + etas((TABLE7_ETA,), (kind,)) + etas((TABLE7_ETA,), (kind,), mode="random"),),
+                 report=report,
+                 doc=f"Table 7 without fixed CEP (not implemented): CEP-U, and {kind} eta {fmt(100 * TABLE7_ETA)}% drawn "
+                     "once or anew each epoch. " + notes["fixed_random"]),
+        ]
+    return grids
+
+
+_LDM = "Paper (FID at guidance 2.0): "
+_PAPER = (
+    _family("imagenet_ldm4", "configs/imagenet.py:ldm4", kinds=CLASS_KINDS, ratios=ETAS, ablations=True,
+            report=IMAGENET_REPORT, notes={
+                "eta": "Paper: slight eta (<= 7.5%) beats clean (FID 9.44 at guidance 2.0) in FID, IS, precision and "
+                       "recall; Table 5 at guidance 2.5, clean vs 2.5%: 12.7 vs 12.2 at 100K steps, 10.1 vs 9.0 at 150K.",
+                "baselines": _LDM + "clean 9.44, input perturbation 9.18, CEP-U 7.00, CEP-G 6.91, dropout 8.67, "
+                                    "label smoothing 8.49.",
+                "cep_gamma": "Paper: gamma = 1 in all main results (CEP-U 7.00, CEP-G 6.91 at guidance 2.0); the "
+                             "ablation's other numbers are not in paper.md.",
+                "fixed_random": _LDM + "CEP-U 7.00, fixed CEP-U 7.94, random data corruption 8.13, fixed 8.44.",
+            })
+    + _family("imagenet_dit", "configs/imagenet.py:dit_xl2", kinds=CLASS_KINDS, ratios=ETAS, ablations=False,
+              report=IMAGENET_REPORT, notes={
+                  "eta": "Paper: slight eta (<= 7.5%) beats clean (FID 6.76, IS 179.7 at guidance 1.75); more hurts.",
+                  "baselines": "Paper (FID at guidance 1.75): clean 6.76, input perturbation 6.75, CEP-U 5.51, "
+                               "CEP-G 5.92.",
+              })
+    + _family("cc3m", "configs/cc3m.py", kinds=("swap",), ratios=CC3M_ETAS, ablations=False, report=CC3M_REPORT,
+              notes={
+                  "eta": "Paper: slight swap beats clean (FID 19.85, IS 30.1 at guidance 3.0, MS-COCO captions) in FID, "
+                         "IS and CLIP score.",
+                  "baselines": "Paper (FID at guidance 3.0): clean 19.85, input perturbation 19.48, CEP-U 17.93, "
+                               "CEP-G 18.59.",
+              })
+)
+_TWIN = ("The cheap twin of {paper}: the same axes on {data}; compare directions, not numbers "
+         "(Frechet distance in classifier features, conditional accuracy).")
+_SMALL = (
+    _family("fmnist_small", "configs/fmnist.py:small", kinds=CLASS_KINDS, ratios=ETAS, ablations=True, report=(),
+            notes={key: _TWIN.format(paper="imagenet_ldm4" + ("" if key == "eta" else f"_{key}"), data="Fashion-MNIST")
+                   for key in ("eta", "baselines", "cep_gamma", "fixed_random")})
+    + _family("shapes_small", "configs/shapes.py:small", kinds=("swap",), ratios=CC3M_ETAS, ablations=False,
+              report=SHAPES_REPORT,
+              notes={key: _TWIN.format(paper="cc3m" + ("" if key == "eta" else f"_{key}"), data="captioned shapes")
+                     for key in ("eta", "baselines")})
+)
+REPRO_SMALL = Grid(
+    "repro_small", "configs/fmnist.py:small", (etas(SMALL_ETAS) + (cep("uniform"), cep("gaussian")),),
+    seeds=SMALL_SEEDS,
+    doc="The study in small: Fashion-MNIST at eta in 0, 2.5, 5, 10, 20% (symmetric) and clean with CEP-U and "
+        "CEP-G, 3 seeds each, the same steps each; the report's summary gives mean +- std over seeds.",
+)
+GRIDS: dict[str, Grid] = {grid.name: grid for grid in (*_PAPER, *_SMALL, REPRO_SMALL)}
+
+
+def get_grid(spec: str) -> Grid:
+    """A grid by name, or the ``GRID`` defined by a Python file (``my_grid.py``)."""
+    if spec.endswith(".py"):
+        return _grid_from_file(pathlib.Path(spec))
+    if spec not in GRIDS:
+        raise UserError(f"unknown grid '{spec}'{suggest(spec, GRIDS)}; choose one of {', '.join(GRIDS)} "
+                        "or pass a .py file that defines GRID")
+    return GRIDS[spec]
+
+
+def _grid_from_file(path: pathlib.Path) -> Grid:
+    if not path.is_file():
+        raise UserError(f"grid file '{path}' does not exist; pass a grid name or a .py file that defines GRID")
+    spec = importlib.util.spec_from_file_location(f"diffcorrupt_grid_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    grid = getattr(module, "GRID", None)
+    if not isinstance(grid, Grid):
+        raise UserError(f"grid file '{path}' defines no GRID of type diffcorrupt.sweeps.grids.Grid; add one")
+    return grid
