@@ -16,11 +16,13 @@ JOBS = {
     "report": "batch evaluation of runs x checkpoints x guidance scales into tables and plots",
     "corruption": "write and print the corruption manifest of a configured dataset",
     "bench": "benchmarks that print one JSON line (data, model, train)",
-    "demo": "the end-to-end demo on the embedded Fashion-MNIST set",
+    "demo": "the study in miniature on the embedded Fashion-MNIST: train, sample, evaluate, report",
+    "sweep": "expand a grid of runs; run them here or print/submit pod and SLURM launch commands",
+    "theory": "simulate the paper's Gaussian-mixture theory and compare with its closed forms",
 }
 
 # Jobs whose entry point is not diffcorrupt/<job>.py (the report job lives in its package).
-MODULES = {"report": "diffcorrupt.report.job"}
+MODULES = {"report": "diffcorrupt.report.job", "demo": "diffcorrupt.demo.job", "theory": "diffcorrupt.theory.job"}
 
 
 def _usage() -> str:

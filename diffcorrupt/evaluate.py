@@ -6,7 +6,7 @@
 
 ``--samples`` is a folder written by ``diffcorrupt sample`` (its settings.json names the run, whose
 saved config then gives the dataset), an ADM-layout .npz or an image folder. ``--reference``
-defaults to the run's training split; ``--train_reference`` (default: the same split) gives the
+defaults to the split the run trained on (for a latent run, of the images its latents encode); ``--train_reference`` (default: the same split) gives the
 training images for the memorization measures. The metrics JSON (default: ``metrics.json`` beside
 the samples) holds every number with its provenance: checkpoint, step, sampler, steps, guidance
 scale, sample count, feature network and weights hash, reference and protocol.
@@ -27,6 +27,7 @@ from absl import logging
 from diffcorrupt import jobs
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.errors import UserError
+from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.evaluation.feature_nets import make_feature_net, parse_feature_nets
 from diffcorrupt.evaluation.reference import reference_stats
 from diffcorrupt.evaluation.sample_files import read_samples
@@ -73,8 +74,10 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     samples = read_samples(samples_path)
     if data_config is None and samples.settings:
         data_config = saved_run_config(samples.settings["workdir"], samples.settings["step"]).data
+    if data_config is not None:
+        data_config = pixel_data_config(data_config)
     reference = reference or _default_reference(data_config)
-    train_reference = train_reference or ("dataset:train" if data_config is not None else "none")
+    train_reference = train_reference or ("dataset" if data_config is not None else "none")
     result: dict[str, Any] = {
         "samples": samples.source, "num_samples": len(samples.images), "provenance": samples.settings,
         "reference": {"spec": reference, "count": reference_count}, "train_reference": train_reference,
@@ -103,7 +106,7 @@ def _default_reference(data_config: ml_collections.ConfigDict | None) -> str:
     if data_config is None:
         raise UserError("these samples name no run: pass --reference (an ADM .npz, an image folder or statistics) "
                         "or --config to compare with that dataset")
-    return "dataset:train"
+    return "dataset"
 
 
 def _out_path(samples_path: str | Path, out: str | Path | None) -> Path:

@@ -60,7 +60,7 @@ def test_evaluate_writes_every_number_with_provenance(runs, tmp_path):
     provenance = written["provenance"]
     assert (provenance["step"], provenance["sampler"], provenance["steps"], provenance["cfg_scale"]) == (2, "ddim", 3, 2.0)
     assert written["num_samples"] == 24 and len(written["networks"]["classifier"]["weights_sha256"]) == 64
-    assert written["reference"] == {"spec": "dataset:train", "count": 300}
+    assert written["reference"] == {"spec": "dataset", "count": 300}
 
 
 def test_same_images_in_every_layout_score_the_same(runs, tmp_path):

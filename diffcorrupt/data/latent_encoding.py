@@ -40,6 +40,21 @@ PLAN_FILE = "encoding.json"
 KINDS = ("moments", "latent")
 
 
+def pixel_data_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The image dataset behind a latent run's data config, from its shards' ``encoding.json``.
+
+    Evaluating a latent run compares decoded samples with images, and picks the feature classifier,
+    by the dataset the latents were encoded from; the corruption settings stay the run's. Any other
+    data config, or shards without a plan (written elsewhere), is returned unchanged.
+    """
+    plan = Path(data.data_dir) / PLAN_FILE
+    if data.name != "latent_records" or not plan.is_file():
+        return data
+    pixels = ml_collections.ConfigDict(data.to_dict())
+    pixels.update(json.loads(plan.read_text())["dataset"])
+    return pixels
+
+
 def encode_dataset(data: ml_collections.ConfigDict, autoencoder_dir: str | Path, out: str | Path, *,
                    kind: str | None = None, batch_size: int = 64, shard_size: int = 4096) -> dict[str, Any]:
     """Encodes the configured dataset into ``out``; returns a summary with the throughput."""

@@ -65,8 +65,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     if not aot_only:  # refuse a foreign or unwritable workdir before any compile time is spent
         checkpointer = Checkpointer(workdir_path, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
                                     keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
-        if checkpointer.latest_step() is not None:
+        latest = checkpointer.latest_step()
+        if latest is not None:
             check_compatible(checkpointer.saved_config(), config, allow=allow_config_change)
+            if latest >= config.train.num_steps:  # finished: no compile, no data, nothing written
+                checkpointer.close()
+                logging.info("%s is already trained to step %d of %d", workdir_path, latest, config.train.num_steps)
+                return {"workdir": str(workdir_path), "first_step": latest, "last_step": latest, "preempted": False,
+                        "compile_s": 0.0}
     view = corrupted_source(config)
     input_shape, num_classes = input_spec(config, view.source)
     run = compile_run(config, input_shape, num_classes)
