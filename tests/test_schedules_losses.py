@@ -44,12 +44,13 @@ def test_linear_endpoints():
     np.testing.assert_allclose(np.diff(betas), (0.02 - 1e-4) / 999, rtol=1e-4)
 
 
-def test_ldm_linear_is_compvis_formula():
-    schedule = make_schedule("ldm_linear", 1000)
-    # ldm/modules/diffusionmodules/util.py make_beta_schedule("linear", 1000, 0.0015, 0.0195)
-    expected = [(math.sqrt(0.0015) + i * (math.sqrt(0.0195) - math.sqrt(0.0015)) / 999) ** 2 for i in range(1000)]
+@pytest.mark.parametrize("name,start,end", [("ldm_linear", 0.0015, 0.0195), ("ldm_txt_linear", 0.00085, 0.012)])
+def test_ldm_linear_is_compvis_formula(name, start, end):
+    schedule = make_schedule(name, 1000)
+    # ldm/modules/diffusionmodules/util.py make_beta_schedule("linear", 1000, start, end)
+    expected = [(math.sqrt(start) + i * (math.sqrt(end) - math.sqrt(start)) / 999) ** 2 for i in range(1000)]
     np.testing.assert_allclose(schedule.betas, expected, **F32)
-    np.testing.assert_allclose(np.asarray(schedule.betas)[[0, -1]], [0.0015, 0.0195], **F32)
+    np.testing.assert_allclose(np.asarray(schedule.betas)[[0, -1]], [start, end], **F32)
 
 
 def test_cosine_endpoints_and_alpha_bar():
@@ -67,7 +68,7 @@ def test_cosine_endpoints_and_alpha_bar():
 
 
 def test_unknown_schedule_names_the_choices():
-    with pytest.raises(ValueError, match="linear, ldm_linear, cosine"):
+    with pytest.raises(ValueError, match="linear, ldm_linear, ldm_txt_linear, cosine"):
         make_schedule("quadratic")
 
 

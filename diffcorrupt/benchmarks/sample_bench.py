@@ -17,7 +17,7 @@ import numpy as np
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.diffusion.schedules import make_schedule
 from diffcorrupt.models.registry import example_inputs, model_from_config
-from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.models.tokenizer import tokenizer_from_config
 from diffcorrupt.parallel.mesh import make_mesh
 from diffcorrupt.parallel.sharding import DEFAULT_RULES, init_sharded
 from diffcorrupt.sampling.generate import SampleSettings, conditions, make_generator, parallel_batch
@@ -32,7 +32,7 @@ def run(model_name: str, input_shape: tuple[int, int, int], num_classes: int, ba
     model = model_from_config(config, input_shape, num_classes)
     params, _ = init_sharded(
         lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"], mesh, DEFAULT_RULES)
-    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
+    tokenizer = None if num_classes else tokenizer_from_config(config.model)
     restored = RestoredModel(config, 0, model, params, input_shape, num_classes, tokenizer,
                              make_schedule(config.diffusion.schedule, config.diffusion.num_steps), DEFAULT_RULES)
     batch = parallel_batch(batch_size, mesh)

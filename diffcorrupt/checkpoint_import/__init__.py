@@ -1,1 +1,2 @@
-"""Released checkpoints (facebookresearch DiT ``.pt``, diffusers DiT folders) turned into diffcorrupt workdirs."""
+"""Released checkpoints (facebookresearch DiT ``.pt``, diffusers DiT folders, diffusers LDM text-to-image
+pipeline folders) turned into diffcorrupt workdirs."""

@@ -19,7 +19,7 @@ CHOICES = {
     "model.cep.gaussian_reading": ("std", "variance"),
     "model.cep.dims": ("last", "all"),
     "model.dtype": ("float32", "bfloat16"),
-    "diffusion.schedule": ("linear", "ldm_linear", "cosine"),
+    "diffusion.schedule": ("linear", "ldm_linear", "ldm_txt_linear", "cosine"),
     "diffusion.prediction": ("eps", "v"),
     "diffusion.loss": ("mse", "hybrid"),
     "sample.sampler": ("ddpm", "ddim", "dpm"),
@@ -66,6 +66,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # compute dtype; parameters stay float32
     config.model.label_drop = 0.1  # share of training conditions replaced by the null one (for guidance)
     config.model.text_max_length = 77  # tokens per caption (text-conditional data)
+    # Captions -> ids: 'bytes' (UTF-8 bytes, no vocabulary file), or the path of a BERT WordPiece
+    # vocab.txt (an imported model's; a tokenizer_config.json beside it may set do_lower_case).
+    config.model.tokenizer = "bytes"
+    # The caption encoder: '' = the model's default (DiT-T/S and LDM-small: small, else bert-base),
+    # a name in models.text_encoder.TEXT_ENCODERS (small, bert-base, ldm-bert), or a JSON object of
+    # its EncoderShape fields (an imported encoder of another geometry).
+    config.model.text_encoder = ""
+    # LDM only: a JSON object of U-Net fields laid over the LDM-* preset (models.unet.OVERRIDABLE),
+    # e.g. '{"model_channels": 320, "channel_mult": [1, 2, 4, 4]}' for an imported geometry; '' = none.
+    config.model.unet = ""
     config.model.cep = ml_collections.ConfigDict()
     config.model.cep.kind = "none"
     config.model.cep.gamma = 1.0
@@ -77,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.label_smoothing = 0.0
 
     config.diffusion = ml_collections.ConfigDict()
-    config.diffusion.schedule = "linear"  # linear (DiT) | ldm_linear (LDM) | cosine
+    config.diffusion.schedule = "linear"  # linear (DiT) | ldm_linear (LDM) | ldm_txt_linear (text LDM, SD) | cosine
     config.diffusion.num_steps = 1000
     config.diffusion.prediction = "eps"  # eps | v
     config.diffusion.loss = "mse"  # mse | hybrid (learned sigma, as DiT)

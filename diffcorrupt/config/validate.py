@@ -34,6 +34,7 @@ def validate(
     from diffcorrupt.parallel.sharding import rules_from_config
 
     rules_from_config(config.mesh.rules)
+    _check_text_and_unet(config)
     if num_devices is not None:
         _check_batch(config, num_devices, process_count)
     if check_data:
@@ -104,6 +105,22 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config keys 'train.ema_decay', 'train.b1' and 'train.b2' are decay rates; use values in [0, 1)")
     if not 0 < config.sample.steps <= config.diffusion.num_steps:
         raise ConfigError(f"config key 'sample.steps' is {config.sample.steps}; use 1 to diffusion.num_steps ({config.diffusion.num_steps})")
+
+
+def _check_text_and_unet(config: ml_collections.ConfigDict) -> None:
+    """model.tokenizer (a readable vocabulary), model.text_encoder and model.unet, each parsed as
+    the model will parse it, so a typo fails here in one sentence rather than at the first trace."""
+    from diffcorrupt.models.text_encoder import encoder_shape
+    from diffcorrupt.models.tokenizer import tokenizer_from_config
+    from diffcorrupt.models.unet import unet_overrides
+
+    tokenizer_from_config(config.model)
+    if config.model.text_encoder:
+        encoder_shape(config.model.text_encoder)
+    if config.model.unet and not config.model.name.startswith("LDM-"):
+        raise ConfigError(f"config key 'model.unet' is set but model.name '{config.model.name}' is no U-Net; "
+                          "set model.unet to '' or use an LDM-* model")
+    unet_overrides(config.model.unet)
 
 
 def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:

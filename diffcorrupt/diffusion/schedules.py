@@ -4,7 +4,10 @@ The models this project reproduces were trained with three schedules, and which 
 used decides what its outputs mean, so each is spelled out exactly as its source computes it:
 
   linear      betas linear from 1e-4 to 0.02 (DDPM, ADM, DiT), for any T (no ADM 1000/T rescaling).
-  ldm_linear  sqrt(beta) linear from sqrt(0.0015) to sqrt(0.0195), squared (CompVis LDM "linear").
+  ldm_linear  sqrt(beta) linear from sqrt(0.0015) to sqrt(0.0195), squared (CompVis LDM "linear",
+              the class-conditional ImageNet LDMs).
+  ldm_txt_linear  the same from sqrt(0.00085) to sqrt(0.012) (CompVis' text-to-image LDM and Stable
+              Diffusion; diffusers' ``scaled_linear`` with their beta_start / beta_end).
   cosine      Nichol & Dhariwal's alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), s = 0.008, betas
               1 - alpha_bar(t+1)/alpha_bar(t) clipped at 0.999.
 
@@ -23,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCHEDULES = ("linear", "ldm_linear", "cosine")
+SCHEDULES = ("linear", "ldm_linear", "ldm_txt_linear", "cosine")
+_SQRT_LINEAR_ENDS = {"ldm_linear": (0.0015, 0.0195), "ldm_txt_linear": (0.00085, 0.012)}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,8 +65,9 @@ def beta_schedule(name: str, num_steps: int) -> np.ndarray:
         raise ValueError(f"a noise schedule needs at least 2 steps, got {num_steps}")
     if name == "linear":
         return np.linspace(1e-4, 0.02, num_steps, dtype=np.float64)
-    if name == "ldm_linear":
-        return np.linspace(math.sqrt(0.0015), math.sqrt(0.0195), num_steps, dtype=np.float64) ** 2
+    if name in _SQRT_LINEAR_ENDS:
+        start, end = _SQRT_LINEAR_ENDS[name]
+        return np.linspace(math.sqrt(start), math.sqrt(end), num_steps, dtype=np.float64) ** 2
     s = 0.008
     grid = np.arange(num_steps + 1, dtype=np.float64) / num_steps
     alpha_bar = np.cos((grid + s) / (1 + s) * math.pi / 2) ** 2

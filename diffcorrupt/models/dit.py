@@ -81,7 +81,8 @@ class FinalLayer(nn.Module):
 
 class DiT(nn.Module):
     """``__call__(x NHWC, t (B,), cond, null_mask (B,), train)``: labels (B,) when ``num_classes``
-    > 0, else caption tokens (B, L) encoded by the text encoder preset ``text_encoder``."""
+    > 0, else caption tokens (B, L) of the ``tokenizer`` encoded by the text encoder preset (or
+    JSON spec) ``text_encoder``."""
 
     input_size: int
     in_channels: int
@@ -94,6 +95,7 @@ class DiT(nn.Module):
     num_classes: int = 1000
     text_encoder: str = "small"
     text_max_length: int = 77
+    tokenizer: str = "bytes"  # a model.tokenizer config value
     noise: ConditionNoise = ConditionNoise()
     dtype: Dtype = jnp.float32
 
@@ -124,7 +126,7 @@ class DiT(nn.Module):
             from diffcorrupt.models.text_encoder import TextEmbedder
 
             context, context_mask = TextEmbedder(self.text_encoder, self.text_max_length, self.noise, self.dtype,
-                                                 name="y_embedder")(cond, null_mask, train)
+                                                 self.tokenizer, name="y_embedder")(cond, null_mask, train)
             context = dense(self.hidden, (None, "embed"), name="y_proj", dtype=self.dtype)(context)
         for i in range(self.depth):
             x = DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, not self.num_classes, self.dtype,

@@ -2,7 +2,9 @@
 
 DiT sizes are the paper's (S, B, L, XL) plus T, a tiny width-192 twin for CPU runs of the
 embedded datasets. Text-conditional models (``num_classes=0``) get the BERT-base-shaped text
-encoder from size B up, and the small one below.
+encoder from size B up, and the small one below, unless ``text_encoder`` names another; captions
+are tokenized by ``tokenizer`` ('bytes' or a WordPiece vocab.txt). ``unet`` (JSON) overrides the
+geometry of an LDM preset, for imported U-Nets.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ def model_names() -> list[str]:
 
 
 def make_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int, learned_sigma: bool = False,
-               noise: ConditionNoise = ConditionNoise(), dtype: str = "float32", text_max_length: int = 77) -> nn.Module:
-    """The named model for inputs of ``input_shape`` (H, W, C); ``num_classes=0`` means captions."""
+               noise: ConditionNoise = ConditionNoise(), dtype: str = "float32", text_max_length: int = 77,
+               tokenizer: str = "bytes", text_encoder: str = "", unet: str = "") -> nn.Module:
+    """The named model for inputs of ``input_shape`` (H, W, C); ``num_classes=0`` means captions.
+    ``tokenizer``, ``text_encoder`` and ``unet`` are the ``model.*`` config values of those names."""
     height, width, channels = input_shape
     if height != width:
         raise ConfigError(f"inputs of {height}x{width} are not square; the models take square images or latents")
+    if unet and not name.startswith("LDM-"):
+        raise ConfigError(f"config key 'model.unet' is set but model '{name}' is no U-Net; set it to '' or use an LDM-*")
     if name.startswith("DiT-") and "/" in name:
         size, _, patch = name[4:].partition("/")
         if size in DIT_SIZES and patch.isdigit() and int(patch) in DIT_PATCHES:
@@ -50,21 +56,24 @@ def make_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int
             return DiT(
                 input_size=height, in_channels=channels, patch=int(patch), hidden=hidden, depth=depth, num_heads=heads,
                 learned_sigma=learned_sigma, num_classes=num_classes,
-                text_encoder="small" if size in ("T", "S") else "bert-base", text_max_length=text_max_length,
-                noise=noise, dtype=DTYPES[dtype],
+                text_encoder=text_encoder or ("small" if size in ("T", "S") else "bert-base"),
+                text_max_length=text_max_length, tokenizer=tokenizer, noise=noise, dtype=DTYPES[dtype],
             )
     if name.startswith("LDM-"):
-        from diffcorrupt.models.unet import UNET_PRESETS, UNet
+        from diffcorrupt.models.unet import UNET_PRESETS, UNet, unet_overrides
 
         preset = dict(UNET_PRESETS.get(name[4:], {}))
         if preset:
+            preset.update(unet_overrides(unet))
             preset.update(in_channels=channels, out_channels=2 * channels if learned_sigma else channels,
                           num_classes=num_classes, noise=noise, dtype=DTYPES[dtype])
             halvings = len(preset["channel_mult"]) - 1
             if height % 2**halvings:
                 raise ConfigError(f"model '{name}' halves its input {halvings} times; use a size divisible by {2**halvings}")
             if not num_classes:
-                preset["text_max_length"] = text_max_length
+                preset.update(text_max_length=text_max_length, tokenizer=tokenizer)
+                if text_encoder:
+                    preset["text_encoder"] = text_encoder
             return UNet(**preset)
     raise ConfigError(f"config key 'model.name' is '{name}'{suggest(name, model_names())}; use one of {', '.join(model_names())}")
 
@@ -73,7 +82,8 @@ def model_from_config(config: ml_collections.ConfigDict, input_shape: tuple[int,
     return make_model(
         config.model.name, input_shape=input_shape, num_classes=num_classes, learned_sigma=config.model.learned_sigma,
         noise=ConditionNoise.from_config(config.model), dtype=config.model.dtype,
-        text_max_length=config.model.text_max_length,
+        text_max_length=config.model.text_max_length, tokenizer=config.model.tokenizer,
+        text_encoder=config.model.text_encoder, unet=config.model.unet,
     )
 
 

@@ -9,24 +9,30 @@ weight -> kernel (Dense: transposed; Conv: OIHW -> HWIO) or scale (norms), and t
 conditioner ``cond_stage_model.embedding.weight`` -> cond_stage_model/table/embedding.
 
 Differences from CompVis, all outside the U-Net's layout: the caption encoder is this project's
-byte-level TextEncoder (LDM's x-transformers BERTEmbedder and WordPiece vocabulary do not map),
-cross-attention ignores padded caption tokens (CompVis attends to them), and a text encoder
-narrower or wider than ``context_dim`` is followed by a learned projection ``context_proj`` (only
-the CPU "small" text model needs one).
+TextEncoder (LDM's x-transformers BERTEmbedder does not map; diffusers' LDMBert does, as the
+``ldm-bert`` preset with a WordPiece ``tokenizer``), cross-attention ignores padded caption tokens
+when the encoder masks them (CompVis and LDMBert attend to them), and a text encoder narrower or
+wider than ``context_dim`` is followed by a learned projection ``context_proj`` (only the CPU
+"small" text model needs one).
+
+``unet_overrides`` reads the ``model.unet`` config value: a JSON object of the geometry fields
+below, laid over the preset, so that an imported U-Net of any geometry is a config like any other.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffcorrupt.errors import ConfigError
 from diffcorrupt.models import layers
 from diffcorrupt.models.conditioning import ClassEmbedder, ConditionNoise
 from diffcorrupt.models.layers import Dtype
-from diffcorrupt.models.text_encoder import TEXT_ENCODERS, TextEmbedder
+from diffcorrupt.models.text_encoder import TextEmbedder, encoder_shape
 
 ZEROS = nn.initializers.zeros
 PAD_1 = ((1, 1), (1, 1))  # PyTorch's padding=1; 'SAME' pads a stride-2 conv on one side only
@@ -45,6 +51,38 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
                   attention_resolutions=(2, 4), num_heads=4, transformer_depth=1, context_dim=128,
                   text_encoder="small"),
 }
+
+# The fields ``model.unet`` may set, with their JSON types; the rest come from the data (channels,
+# classes), from other config keys (text encoder, tokenizer, CEP, dtype) or are not geometry.
+OVERRIDABLE: dict[str, type] = {
+    "model_channels": int, "channel_mult": tuple, "num_res_blocks": int, "attention_resolutions": tuple,
+    "num_heads": int, "transformer_depth": int, "context_dim": int, "use_scale_shift_norm": bool,
+}
+
+
+def unet_overrides(spec: str) -> dict[str, Any]:
+    """The fields of a ``model.unet`` value ('' = none), lists as tuples; a ``ConfigError`` names
+    the first field that is not overridable or not of its type."""
+    if not spec:
+        return {}
+    try:
+        fields = json.loads(spec)
+    except ValueError as error:
+        raise ConfigError(f"config key 'model.unet' is not valid JSON ({error}); give an object of U-Net fields") from None
+    if not isinstance(fields, dict):
+        raise ConfigError("config key 'model.unet' is JSON but not an object; give {\"model_channels\": ..., ...}")
+    out = {}
+    for name, value in fields.items():
+        if name not in OVERRIDABLE:
+            raise ConfigError(f"config key 'model.unet' sets '{name}', which is not a U-Net field it may override; "
+                              f"use some of {', '.join(OVERRIDABLE)}")
+        kind = OVERRIDABLE[name]
+        ints = isinstance(value, list) and all(type(v) is int for v in value)
+        if (kind is tuple and not ints) or (kind is not tuple and type(value) is not kind):
+            what = "a list of integers" if kind is tuple else f"a {kind.__name__}"
+            raise ConfigError(f"config key 'model.unet' sets '{name}' to {value!r}; it must be {what}")
+        out[name] = tuple(value) if kind is tuple else value
+    return out
 
 
 class CrossAttention(nn.Module):
@@ -190,8 +228,9 @@ class UNet(nn.Module):
 
     ``num_classes > 0``: labels (B,) through a ClassEmbedder (null row for guidance), used as a
     one-token context as LDM's ClassEmbedder does. ``num_classes == 0``: caption tokens
-    (B, text_max_length) through a TextEmbedder with the ``text_encoder`` preset. CEP is applied
-    inside the embedder. The output is float32 whatever ``dtype`` computes in, for the loss.
+    (B, text_max_length) of the ``tokenizer`` through a TextEmbedder with the ``text_encoder``
+    preset (or JSON spec). CEP is applied inside the embedder. The output is float32 whatever
+    ``dtype`` computes in, for the loss.
     """
 
     in_channels: int
@@ -206,6 +245,7 @@ class UNet(nn.Module):
     num_classes: int
     text_encoder: str = "bert-base"
     text_max_length: int = 77
+    tokenizer: str = "bytes"  # a model.tokenizer config value
     noise: ConditionNoise = ConditionNoise()
     dropout: float = 0.0
     use_scale_shift_norm: bool = False
@@ -217,9 +257,9 @@ class UNet(nn.Module):
             c = ClassEmbedder(self.num_classes, self.context_dim, self.noise, self.dtype, name="cond_stage_model")(
                 cond, null_mask, train)
             return c[:, None, :], None
-        context, mask = TextEmbedder(self.text_encoder, self.text_max_length, self.noise, self.dtype,
+        context, mask = TextEmbedder(self.text_encoder, self.text_max_length, self.noise, self.dtype, self.tokenizer,
                                      name="cond_stage_model")(cond, null_mask, train)
-        if TEXT_ENCODERS[self.text_encoder]["width"] != self.context_dim:
+        if encoder_shape(self.text_encoder).width != self.context_dim:
             context = layers.dense(self.context_dim, (None, "embed"), name="context_proj", dtype=self.dtype)(context)
         return context, mask
 

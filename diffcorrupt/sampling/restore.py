@@ -26,7 +26,7 @@ from diffcorrupt.config.schema import base_config
 from diffcorrupt.diffusion.schedules import Schedule, make_schedule
 from diffcorrupt.errors import UserError
 from diffcorrupt.models.registry import example_inputs, model_from_config
-from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.models.tokenizer import Tokenizer, tokenizer_from_config
 from diffcorrupt.parallel.sharding import Rules, rules_from_config, variable_shardings
 
 MODEL_SPEC = "model.json"  # written by the train job: what the model needs beyond the config
@@ -40,7 +40,7 @@ class RestoredModel:
     params: Any  # EMA parameters, sharded over the sampling mesh
     input_shape: tuple[int, int, int]
     num_classes: int  # 0 for a text-conditional model
-    tokenizer: ByteTokenizer | None
+    tokenizer: Tokenizer | None
     schedule: Schedule
     rules: Rules
     autoencoder: LoadedAutoencoder | None = None  # decodes the samples of a latent model
@@ -74,7 +74,7 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None,
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
     manager.close()
-    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
+    tokenizer = None if num_classes else tokenizer_from_config(config.model)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
     return RestoredModel(config, step, model, restored.state["ema_params"], input_shape, num_classes, tokenizer,
                          schedule, rules, _autoencoder(autoencoder, config))

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 
 from diffcorrupt.data.global_batch import batch_sharding
-from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.models.tokenizer import Tokenizer
 
 
 def input_spec(config: ml_collections.ConfigDict, source) -> tuple[tuple[int, int, int], int]:
@@ -21,7 +21,7 @@ def input_spec(config: ml_collections.ConfigDict, source) -> tuple[tuple[int, in
     return shape, getattr(source, "num_classes", 0) if source.condition == "class" else 0
 
 
-def model_batch(batch: dict[str, np.ndarray], tokenizer: ByteTokenizer | None) -> dict[str, np.ndarray]:
+def model_batch(batch: dict[str, np.ndarray], tokenizer: Tokenizer | None) -> dict[str, np.ndarray]:
     """The fields the step reads, in the dtypes it expects; captions become tokens here."""
     out = {"corrupted": batch["corrupted"].astype(bool)}
     key = "latent" if "latent" in batch else "image"
@@ -33,7 +33,7 @@ def model_batch(batch: dict[str, np.ndarray], tokenizer: ByteTokenizer | None) -
     return out
 
 
-def abstract_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], tokenizer: ByteTokenizer | None,
+def abstract_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], tokenizer: Tokenizer | None,
                    mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """The global batch's shapes, dtypes and sharding: what the step is compiled for."""
     batch, sharding = config.train.batch_size, batch_sharding(mesh)

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from diffcorrupt.data.global_batch import batch_sharding
 from diffcorrupt.diffusion.schedules import Schedule, make_schedule
 from diffcorrupt.models.registry import model_from_config
-from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.models.tokenizer import Tokenizer, tokenizer_from_config
 from diffcorrupt.parallel.mesh import make_mesh
 from diffcorrupt.parallel.sharding import Rules, rules_from_config
 from diffcorrupt.training.batches import abstract_batch
@@ -33,7 +33,7 @@ class CompiledRun:
     mesh: Mesh
     rules: Rules
     model: nn.Module
-    tokenizer: ByteTokenizer | None  # captions -> tokens; None for class labels
+    tokenizer: Tokenizer | None  # captions -> tokens; None for class labels
     schedule: Schedule
     state: TrainState
     batch_spec: dict[str, jax.ShapeDtypeStruct]
@@ -46,7 +46,7 @@ def compile_run(config: ml_collections.ConfigDict, input_shape: tuple[int, int, 
     mesh = make_mesh(config.mesh)
     rules = rules_from_config(config.mesh.rules)
     model = model_from_config(config, input_shape, num_classes)
-    tokenizer = None if num_classes else ByteTokenizer(config.model.text_max_length)
+    tokenizer = None if num_classes else tokenizer_from_config(config.model)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
     optimizer, lr_schedule = make_optimizer(config.train)
     step_fn = make_train_step(make_loss_fn(model, schedule, config), optimizer, lr_schedule,

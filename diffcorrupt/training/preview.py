@@ -17,7 +17,7 @@ import numpy as np
 
 from diffcorrupt.diffusion.samplers import guided, sample
 from diffcorrupt.diffusion.schedules import Schedule
-from diffcorrupt.models.tokenizer import ByteTokenizer
+from diffcorrupt.models.tokenizer import Tokenizer
 from diffcorrupt.report.figures import save_tiled
 from diffcorrupt.sampling.quantise import quantise
 
@@ -25,7 +25,7 @@ GRID = 16
 STEPS = 25
 
 
-def preview_conditions(num_classes: int, tokenizer: ByteTokenizer | None, captions: list[str]) -> jax.Array:
+def preview_conditions(num_classes: int, tokenizer: Tokenizer | None, captions: list[str]) -> jax.Array:
     if tokenizer is None:
         return jnp.arange(GRID) % num_classes
     return jnp.asarray(tokenizer.encode_batch([captions[i % len(captions)] for i in range(GRID)]))
