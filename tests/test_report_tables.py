@@ -123,3 +123,17 @@ def test_missing_metrics_do_not_crash(tmp_path):
     assert "recall" in paths["summary.md"].read_text()
     assert write_plots(rows, tmp_path) == []
     assert write_plots([], tmp_path) == [] and aggregate([]) == []
+
+
+def test_baselines_are_settings_of_their_own(tmp_path):
+    """Runs that differ only by a baseline regulariser are not seeds of one setting: each gets its row, its label
+    and a baseline column in the paper table."""
+    rows = [_row(seed=seed, fid=10.0 + seed) for seed in (1, 2)]
+    rows += [{**_row(seed=1, fid=8.0), "baseline": "label smoothing 0.1"}]
+    rows = [{"baseline": "none", **row} for row in rows]
+    aggregated = aggregate(rows)
+    assert sorted((r["baseline"], r["n"]) for r in aggregated) == [("label smoothing 0.1", 1), ("none", 2)]
+    assert setting_label(_find(aggregated, baseline="label smoothing 0.1")) == "clean + label smoothing 0.1"
+    write_tables(rows, tmp_path)
+    best = (tmp_path / "best.md").read_text()
+    assert "| corruption | eta | CEP | baseline |" in best and "| label smoothing 0.1 |" in best

@@ -58,12 +58,28 @@ def rows_of(result: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
     cep = config.model.cep
     base = {
         "run": workdir.name, "workdir": str(workdir.absolute()), "config_hash": settings["config_hash"],
-        "corruption": corruption.kind if corruption.ratio > 0 else "none", "eta": float(corruption.ratio),
-        "cep": "none" if cep.kind == "none" else f"{cep.kind}:{cep.gamma:g}", "seed": int(config.seed),
+        "corruption": _corruption(corruption), "eta": float(corruption.ratio),
+        "cep": "none" if cep.kind == "none" else f"{cep.kind}:{cep.gamma:g}", "baseline": _baseline(config),
+        "seed": int(config.seed),
         "step": settings["step"], "sampler": settings["sampler"], "steps": settings["steps"],
         "cfg_scale": settings["cfg_scale"], "num_samples": result["num_samples"],
     }
     return [{**base, "network": name, **network["metrics"]} for name, network in result["networks"].items()]
+
+
+def _corruption(corruption) -> str:
+    """The kind, marked when drawn anew each epoch (Table 7's random corruption), so that it is a setting of its own."""
+    if corruption.ratio <= 0:
+        return "none"
+    return corruption.kind if corruption.mode == "fixed" else f"{corruption.kind} ({corruption.mode})"
+
+
+def _baseline(config) -> str:
+    """The paper's non-CEP regularisers a run used (Tables 1 and 6), e.g. 'label smoothing 0.1'; 'none'."""
+    used = [f"{name} {value:g}" for name, value in (("input perturbation", config.diffusion.input_perturbation),
+                                                    ("condition dropout", config.model.condition_dropout),
+                                                    ("label smoothing", config.model.label_smoothing)) if value]
+    return " + ".join(used) or "none"
 
 
 def _checkpoint_steps(workdir: Path, which: str) -> list[int]:

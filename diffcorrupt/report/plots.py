@@ -71,21 +71,21 @@ def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool
 
 
 def _vs_eta(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
-    """Clean runs are the eta = 0 point of every corruption line with the same CEP (and sampler settings); a clean
-    setting with no such line is drawn on its own."""
+    """Clean runs are the eta = 0 point of every corruption line with the same CEP, baseline and sampler settings;
+    a clean setting with no such line is drawn on its own."""
     metric = primary_metric(network)
     suffix = _sampler_suffix(best)
     latest = _latest(best, key=lambda r: setting_label(r) + suffix(r))
     lines: Lines = {}
-    joins: dict[tuple, dict[str, None]] = {}  # (cep, sampler suffix) -> labels of its corruption lines
+    joins: dict[tuple, dict[str, None]] = {}  # (cep, baseline, sampler suffix) -> labels of its corruption lines
     for row in latest:
         if not is_clean(row):
             label = setting_label(row, with_eta=False) + suffix(row)
             _add(lines, label, row["eta"], row, metric)
-            joins.setdefault((row.get("cep"), suffix(row)), {})[label] = None
+            joins.setdefault((row.get("cep"), row.get("baseline"), suffix(row)), {})[label] = None
     for row in latest:
         if is_clean(row):
-            for label in joins.get((row.get("cep"), suffix(row))) or [setting_label(row) + suffix(row)]:
+            for label in joins.get((row.get("cep"), row.get("baseline"), suffix(row))) or [setting_label(row) + suffix(row)]:
                 _add(lines, label, 0.0, row, metric)
     return _save_lines(path, lines, "corruption ratio η", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} at the best guidance scale vs corruption ratio (latest step)",

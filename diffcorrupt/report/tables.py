@@ -21,13 +21,13 @@ METRICS = ("fid", "fd", "sfid", "inception_score", "precision", "recall", "accur
 METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS", "precision": "precision",
                 "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
                 "top5_distance": "top-5 distance"}
-IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "seed", "step", "sampler", "steps",
+IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "baseline", "seed", "step", "sampler", "steps",
             "cfg_scale", "num_samples", "network")
 # Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
 # such as inception_score_std or accuracy_<attribute>) are measurements: kept in results.csv, never grouped by.
 RUN_KEYS = ("run", "workdir", "config_hash", "seed")
 SETTING_KEYS = tuple(k for k in IDENTITY if k not in RUN_KEYS)
-_ORDER = ("network", "corruption", "cep", "eta", "step", "cfg_scale")
+_ORDER = ("network", "corruption", "cep", "baseline", "eta", "step", "cfg_scale")
 _THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio"})
 _PAPER_METRICS = ("precision", "recall", "accuracy")
 _MISSING = "—"
@@ -70,13 +70,14 @@ def cep_label(cep: str | None) -> str:
 
 
 def setting_label(row: Row, with_eta: bool = True) -> str:
-    """'clean', 'symmetric 5%', 'clean + CEP-U 1': short enough for a legend entry or a table cell."""
+    """'clean', 'symmetric 5%', 'clean + CEP-U 1', 'clean + label smoothing 0.1': short enough for a legend
+    entry or a table cell."""
     if is_clean(row):
         label = "clean"
     else:
         label = f"{row['corruption']} {row['eta'] * 100:g}%" if with_eta else str(row["corruption"])
-    cep = cep_label(row.get("cep"))
-    return f"{label} + {cep}" if cep else label
+    extras = [cep_label(row.get("cep")), "" if row.get("baseline") in (None, "none") else str(row["baseline"])]
+    return " + ".join([label, *filter(None, extras)])
 
 
 def _rank(value: Any) -> tuple:
@@ -179,10 +180,12 @@ def _best_markdown(best: Sequence[Row]) -> str:
                 "Each setting at the classifier-free guidance scale with the lowest mean primary distance."]
     for network, rows in _by_network(best).items():
         metrics = [primary_metric(network)] + [m for m in _PAPER_METRICS if m in present_metrics(rows)]
-        header = ["corruption", "eta", "CEP", "step", "sampler", "samples", "best cfg",
-                  *(METRIC_NAMES[m] for m in metrics), "n"]
+        baselines = any(r.get("baseline") not in (None, "none") for r in rows)
+        header = ["corruption", "eta", "CEP", *(["baseline"] if baselines else []), "step", "sampler", "samples",
+                  "best cfg", *(METRIC_NAMES[m] for m in metrics), "n"]
         body = (["clean" if is_clean(r) else str(r["corruption"]), f"{(r.get('eta') or 0) * 100:g}%",
-                 cep_label(r.get("cep")) or "none", _cell(r.get("step")), _sampler(r), _cell(r.get("num_samples")),
+                 cep_label(r.get("cep")) or "none", *([_cell(r.get("baseline"))] if baselines else []),
+                 _cell(r.get("step")), _sampler(r), _cell(r.get("num_samples")),
                  _cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
                  str(r["n"])] for r in rows)
         sections += ["", f"## {network} ({METRIC_NAMES[metrics[0]]}, lower is better)", "", _markdown(header, body)]
