@@ -135,6 +135,7 @@ def test_ablation_grids_hold_the_papers_settings(monkeypatch):
             for c in baselines] == [(0.0, "none", 0.0, 0.0), (0.1, "none", 0.0, 0.0), (0.0, "uniform", 0.0, 0.0),
                                     (0.0, "gaussian", 0.0, 0.0), (0.0, "none", 0.1, 0.0), (0.0, "none", 0.0, 0.1)]
     repro = configs("repro_small")
-    assert {c.train.num_steps for c in repro} == {4_000}  # the same steps each
+    assert {c.train.num_steps for c in repro} == {1_200}  # the same steps each
+    assert {c.data.name for c in repro} == {"latent_records"}
     assert sorted({c.data.corruption.ratio for c in repro}) == list(grids.SMALL_ETAS)
     assert sorted({c.seed for c in repro}) == [0, 1, 2]

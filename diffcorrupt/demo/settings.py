@@ -11,8 +11,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 # trains, and is scored, on the same images on every machine.
 FMNIST = ["data.split=test"]
 AUTOENCODER = "kl-f4-small"  # 32x32x1 images -> 8x8x4 latents
-MODEL = "DiT-T/2"  # 16 tokens of an 8x8 latent
-TRAINING = ["train.batch_size=32", "train.lr=1e-3", "train.warmup_steps=100", "train.ema_decay=0.995"]
+AUTOENCODER_BATCH = 32
+RUN_CONFIG = "configs/fmnist.py:latent"  # DiT-T/2 on those latents; the reproduction's runs too
 RUNS = {
     "clean": [],
     "eta_5pct": ["data.corruption.ratio=0.05"],
