@@ -39,7 +39,7 @@ def evaluation_stage(out: pathlib.Path, scale: Scale, lines: list[str]) -> dict:
               "Each run at its best guidance scale:", "", best, "", "Every scale:", "", table, ""]
     lines += [f"![{pathlib.Path(p).stem}](report/{pathlib.Path(p).name})" for p in summary["plots"]]
     middle = scale.cfg_scales.split(",")[len(scale.cfg_scales.split(",")) // 2]
-    lines += ["", f"Samples at guidance {middle} (rows cycle through the ten classes):", ""]
+    lines += ["", f"The first 64 samples at guidance {middle} (sample j shows class j mod 10, read row by row):", ""]
     for name in RUNS:
         grid = next((out / "runs" / name / "eval").glob(f"step_*/{SAMPLER}{scale.sampler_steps}-cfg{float(middle):g}-seed0/grid.png"),
                     None)
