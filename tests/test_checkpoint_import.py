@@ -59,11 +59,11 @@ def test_misfit_tensor_is_named(model):
     params = _random_params(model)
     tensors = to_source(params, facebook_rules(model.depth))
     tensors["blocks.2.attn.qkv.weight"] = tensors["blocks.2.attn.qkv.weight"][:-3]
-    with pytest.raises(UserError, match=r"tensor 'blocks.2.attn.qkv.weight' has shape \[573, 192\] where the "
-                                        r"model needs \[576, 192\]"):
+    with pytest.raises(UserError, match=r"does not fit model 'DiT-T/2': tensor 'blocks.2.attn.qkv.weight' has "
+                                        r"shape \[573, 192\] where \[576, 192\] is needed"):
         to_flax(tensors, facebook_rules(model.depth), params, where="x.pt", model_name="DiT-T/2")
     del tensors["blocks.1.mlp.fc2.bias"]
-    with pytest.raises(UserError, match=r"'blocks.1.mlp.fc2.bias' is missing where the model needs \[192\]"):
+    with pytest.raises(UserError, match=r"'blocks.1.mlp.fc2.bias' is missing where \[192\] is needed"):
         to_flax(tensors, facebook_rules(model.depth), params, where="x.pt", model_name="DiT-T/2")
 
 
@@ -183,8 +183,8 @@ def test_matches_the_pytorch_reference(model, tmp_path, repo, capsys):
         with capsys.disabled():  # the measured agreement, for -s runs
             print(f"\n{source.name}: max |ours - reference| = {difference:.2e} (|reference| <= {np.abs(expected).max():.2f})")
 
-    with pytest.raises(UserError, match=r"tensor 'x_embedder.proj.weight' has shape \[192, 4, 2, 2\] where the model "
-                                        r"needs \[384, 4, 2, 2\]; pass the --model"):
+    with pytest.raises(UserError, match=r"tensor 'x_embedder.proj.weight' has shape \[192, 4, 2, 2\] where "
+                                        r"\[384, 4, 2, 2\] is needed; pass the --model"):
         read_dit(tmp_path / "DiT-T-2.pt", "DiT-S/2")
 
     # The tool: a workdir with DiT's config and the autoencoder recorded for the sample job.

@@ -95,7 +95,7 @@ def test_tokenizer_and_model_config_keys(vocab_file, tmp_path):
     with pytest.raises(ConfigError, match="'model.text_encoder' is 'bert-large', which is no text encoder"):
         validate(config, check_data=False)
     config.model.text_encoder = '{"width": 32, "depth": 1, "num_heads": 2, "heads": 3}'
-    with pytest.raises(ConfigError, match="sets 'heads', which is no text encoder field"):
+    with pytest.raises(ConfigError, match="'model.text_encoder' sets 'heads', which is not a field it may set"):
         validate(config, check_data=False)
     config.model.text_encoder = "ldm-bert"
     config.model.unet = '{"model_channels": 64}'
@@ -103,7 +103,7 @@ def test_tokenizer_and_model_config_keys(vocab_file, tmp_path):
         validate(config, check_data=False)
     config.model.name = "LDM-small"
     config.model.unet = '{"model_channels": 64, "channels": [1, 2]}'
-    with pytest.raises(ConfigError, match="'model.unet' sets 'channels', which is not a U-Net field"):
+    with pytest.raises(ConfigError, match="'model.unet' sets 'channels', which is not a field it may set"):
         validate(config, check_data=False)
     config.model.unet = '{"channel_mult": [1, 2.5]}'
     with pytest.raises(ConfigError, match="'channel_mult' to \\[1, 2.5\\]; it must be a list of integers"):

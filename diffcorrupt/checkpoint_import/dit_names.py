@@ -149,16 +149,24 @@ def expected_source_shapes(rules: Sequence[Rule], abstract_params: Any) -> dict[
     return shapes
 
 
-def to_flax(tensors: Tensors, rules: Sequence[Rule], abstract_params: Any, *, where: str, model_name: str) -> dict:
-    """Our params tree (float32 numpy) from source ``tensors``; the first missing or misshapen
-    tensor, in model order, is named in a ``UserError`` with both shapes."""
-    expected = expected_source_shapes(rules, abstract_params)
+def first_misfit(tensors: Tensors, expected: dict[str, tuple[int, ...]]) -> str:
+    """'tensor NAME is missing / has shape [..] where [..] is needed' for the first tensor, in model order, that
+    ``expected`` (name -> shape) does not find as it should be; '' when all fit."""
     for name, shape in expected.items():
         got = tensors.get(name)
         if got is None or tuple(got.shape) != shape:
             found = "is missing" if got is None else f"has shape {list(got.shape)}"
-            raise UserError(f"{where} does not fit model '{model_name}': tensor '{name}' {found} where the model "
-                            f"needs {list(shape)}; pass the --model the checkpoint was trained as")
+            return f"tensor '{name}' {found} where {list(shape)} is needed"
+    return ""
+
+
+def to_flax(tensors: Tensors, rules: Sequence[Rule], abstract_params: Any, *, where: str, model_name: str) -> dict:
+    """Our params tree (float32 numpy) from source ``tensors``; the first missing or misshapen
+    tensor, in model order, is named in a ``UserError`` with both shapes."""
+    misfit = first_misfit(tensors, expected_source_shapes(rules, abstract_params))
+    if misfit:
+        raise UserError(f"{where} does not fit model '{model_name}': {misfit}; pass the --model the checkpoint was "
+                        "trained as")
     params: dict = {}
     for rule in rules:
         shape = tuple(_get(abstract_params, rule.path).shape)

@@ -38,7 +38,7 @@ from safetensors.numpy import load_file
 
 from diffcorrupt.autoencoders.convert import import_diffusers
 from diffcorrupt.autoencoders.presets import AutoencoderConfig
-from diffcorrupt.checkpoint_import.dit_names import Rule, Tensors, expected_source_shapes, to_flax
+from diffcorrupt.checkpoint_import.dit_names import Rule, Tensors, expected_source_shapes, first_misfit, to_flax
 from diffcorrupt.checkpoint_import.ldm_bert_names import UNUSED, ldm_bert_rules
 from diffcorrupt.checkpoint_import.unet_names import diffusers_unet_rules, unet_settings
 from diffcorrupt.config.schema import base_config
@@ -249,12 +249,9 @@ def _convert(tensors: Tensors, rules: list[Rule], abstract: Any, where: Path, un
     """``to_flax``, after naming the first tensor that is missing, misshapen, or has no place in
     our model (dropping one would change what the model computes)."""
     expected = expected_source_shapes(rules, abstract)
-    for name, shape in expected.items():
-        got = tensors.get(name)
-        if got is None or tuple(got.shape) != shape:
-            found = "is missing" if got is None else f"has shape {list(got.shape)}"
-            raise UserError(f"{where}: tensor '{name}' {found} where its config.json implies {list(shape)}; the "
-                            "weights do not fit their config")
+    misfit = first_misfit(tensors, expected)
+    if misfit:
+        raise UserError(f"{where}: {misfit} by its config.json; the weights do not fit their config")
     extra = sorted(set(tensors) - set(expected) - set(unused))
     if extra:
         raise UserError(f"{where}: tensor '{extra[0]}' has no place in our model; its config describes a network we "

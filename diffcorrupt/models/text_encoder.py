@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from diffcorrupt.errors import ConfigError
+from diffcorrupt.config.json_fields import json_object
 from diffcorrupt.models import layers
 from diffcorrupt.models.conditioning import ConditionNoise, PerturbCondition
 from diffcorrupt.models.layers import Dtype
@@ -71,17 +71,9 @@ def encoder_shape(spec: str) -> EncoderShape:
     if not spec.lstrip().startswith("{"):
         raise ConfigError(f"config key 'model.text_encoder' is '{spec}', which is no text encoder; use '' (the model's "
                           f"default), one of {', '.join(TEXT_ENCODERS)}, or a JSON object of encoder fields")
-    try:
-        fields = json.loads(spec)
-    except ValueError as error:
-        raise ConfigError(f"config key 'model.text_encoder' is not valid JSON ({error}); fix the object") from None
-    if not isinstance(fields, dict):
-        raise ConfigError("config key 'model.text_encoder' is JSON but not an object; give {\"width\": ..., ...}")
     known = {field.name: field.type for field in dataclasses.fields(EncoderShape)}
+    fields = json_object(spec, "model.text_encoder", known, '{"width": 256, "depth": 4, "num_heads": 4}')
     for name, value in fields.items():
-        if name not in known:
-            raise ConfigError(f"config key 'model.text_encoder' sets '{name}', which is no text encoder field; "
-                              f"use some of {', '.join(known)}")
         kind = _JSON_TYPES[known[name]]
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise ConfigError(f"config key 'model.text_encoder' sets '{name}' to {value!r}; it must be a {known[name]}")

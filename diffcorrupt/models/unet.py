@@ -21,13 +21,13 @@ below, laid over the preset, so that an imported U-Net of any geometry is a conf
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffcorrupt.config.json_fields import json_object
 from diffcorrupt.errors import ConfigError
 from diffcorrupt.models import layers
 from diffcorrupt.models.conditioning import ClassEmbedder, ConditionNoise
@@ -65,17 +65,9 @@ def unet_overrides(spec: str) -> dict[str, Any]:
     the first field that is not overridable or not of its type."""
     if not spec:
         return {}
-    try:
-        fields = json.loads(spec)
-    except ValueError as error:
-        raise ConfigError(f"config key 'model.unet' is not valid JSON ({error}); give an object of U-Net fields") from None
-    if not isinstance(fields, dict):
-        raise ConfigError("config key 'model.unet' is JSON but not an object; give {\"model_channels\": ..., ...}")
+    fields = json_object(spec, "model.unet", OVERRIDABLE, '{"model_channels": 320, "channel_mult": [1, 2, 4, 4]}')
     out = {}
     for name, value in fields.items():
-        if name not in OVERRIDABLE:
-            raise ConfigError(f"config key 'model.unet' sets '{name}', which is not a U-Net field it may override; "
-                              f"use some of {', '.join(OVERRIDABLE)}")
         kind = OVERRIDABLE[name]
         ints = isinstance(value, list) and all(type(v) is int for v in value)
         if (kind is tuple and not ints) or (kind is not tuple and type(value) is not kind):
