@@ -9,6 +9,8 @@
   diffcorrupt bench inception [--input_shape=32,32,3] [--batch_size=64] [--num_images=256] [--weights=FILE]
   diffcorrupt bench encode [--autoencoder=kl-f8] [--input_shape=256,256,3] [--batch_size=8] [--model=DiT-XL/2]
                            [--num_classes=1000]
+  diffcorrupt bench peers --what=train|sample|inception [--model=DiT-S/4] [--input_shape=32,32,4] [--batch_size=N]
+                          [--num_classes=1000] [--steps=N] [--cfg_scale=1.5] [--repeats=3]   # needs the [peers] extra
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
 
-BENCHES = ("data", "model", "train", "sample", "inception", "encode")
+BENCHES = ("data", "model", "train", "sample", "inception", "encode", "peers")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -52,6 +54,16 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--batch_size", type=int, default=64)
         parser.add_argument("--num_images", type=int, default=256)
         parser.add_argument("--weights", default=None, help="converted weights (default: random ones, same speed)")
+    elif what == "peers":
+        parser.add_argument("--what", required=True, choices=("train", "sample", "inception"))
+        parser.add_argument("--model", default="DiT-S/4", help="a DiT (the peer is diffusers' DiT)")
+        parser.add_argument("--input_shape", help="H,W,C (default: 32,32,4; inception 32,32,3)")
+        parser.add_argument("--batch_size", type=int)
+        parser.add_argument("--num_classes", type=int, default=1000)
+        parser.add_argument("--steps", type=int, help="train: timed steps a repeat; sample: sampler steps; "
+                                                      "inception: batches a pass")
+        parser.add_argument("--cfg_scale", type=float, default=1.5)
+        parser.add_argument("--repeats", type=int, default=3)
     else:
         parser.add_argument("--model", help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
         parser.add_argument("--input_shape", help="H,W,C of the (latent) input")
@@ -70,7 +82,7 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--cfg_scale", type=float, default=1.5)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     flags, overrides = parser.parse_job(rest)
-    if what not in ("data", "inception", "encode") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
+    if what not in ("data", "inception", "encode", "peers") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
         raise UserError(f"bench {what} needs --model and --input_shape" + (" (or --config)" if what == "train" else ""))
     if what == "data":
         from diffcorrupt.benchmarks import data_bench
@@ -90,6 +102,11 @@ def main(argv: list[str]) -> int:
 
         result = encode_bench.run(flags.autoencoder, _shape(flags.input_shape), flags.batch_size, flags.model,
                                   flags.num_classes, flags.steps)
+    elif what == "peers":
+        from diffcorrupt.benchmarks import peers
+
+        result = peers.run(flags.what, flags.model, flags.input_shape and _shape(flags.input_shape), flags.batch_size,
+                           flags.num_classes, flags.steps, flags.repeats, flags.cfg_scale)
     elif what == "inception":
         from diffcorrupt.benchmarks import inception_bench
 

