@@ -16,6 +16,7 @@ from absl import logging
 
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.errors import UserError
+from diffcorrupt.xla_cpu_flags import add_cpu_flags
 
 _OVERRIDE = "--config."
 
@@ -40,6 +41,7 @@ class JobParser(argparse.ArgumentParser):
 def run(job: str, main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Runs a job's main, turning a ``UserError`` into one line on stderr and exit status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    add_cpu_flags()
     try:
         return int(main(argv) or 0)
     except UserError as err:

@@ -1,8 +1,12 @@
-"""Test set-up: 8 simulated CPU devices (set before JAX is imported), and platform markers."""
+"""Test set-up: 8 simulated CPU devices and the jobs' XLA:CPU flags (set before JAX starts a backend),
+and platform markers."""
 
 import os
 
+from diffcorrupt.xla_cpu_flags import add_cpu_flags
+
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+add_cpu_flags()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
