@@ -1,12 +1,13 @@
 """XLA:CPU flags that diffcorrupt's CPU figures rest on, added to ``XLA_FLAGS`` before a backend starts.
 
-jaxlib 0.10 hands convolutions on CPU to YNNPACK fusions. On the development machine (2 AMD EPYC
-cores) those ran convolutions 3-11x slower than XLA's own Eigen convolutions (the FID Inception's
-3x3 convolution of 32 channels at 147x147, batch 8: 110 ms against 10 ms, on one core instead of
-two), so Inception features ran at 11 images/s instead of 26, slower than PyTorch.
-``-individual_convolution`` takes convolutions out of the YNNPACK set and keeps its other fusions
-(dots, elementwise, reductions), which measured no slower than without them. docs/performance.md
-has the figures.
+jaxlib 0.10 hands convolutions, dots and reductions on CPU to YNNPACK fusions. On the development
+machine (2 AMD EPYC cores) every workload of ours ran slower that way than on XLA's own kernels:
+the FID Inception's 3x3 convolution of 32 channels at 147x147, batch 8, took 110 ms on one core
+instead of 10 ms on two, so Inception features ran at 11 images/s instead of 26 (slower than
+PyTorch); the DiT-T/2 train step took 1.21 s instead of 1.05 s (dots), DiT-T/4 sampling ran at 26
+images/s instead of 35 (reductions), an LDM-small train step 0.97 s instead of 0.75 s. An empty
+``xla_cpu_experimental_ynn_fusion_type`` turns those fusions off; nothing measured got slower.
+docs/performance.md has the figures.
 
 XLA aborts the process on a flag it does not know, so the flag is added only for the jaxlib
 versions it was checked on, and never over a value the user gave the same flag. Accelerator
@@ -19,7 +20,7 @@ import importlib.metadata
 import os
 
 # flag -> value, for the jaxlib (major, minor) versions whose flag parser was checked to accept it.
-CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
+CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 CHECKED_JAXLIB = {(0, 10)}
 OPT_OUT = "DIFFCORRUPT_XLA_CPU_FLAGS"
 
