@@ -9,6 +9,7 @@
   diffcorrupt bench inception [--input_shape=32,32,3] [--batch_size=64] [--num_images=256] [--weights=FILE]
   diffcorrupt bench encode [--autoencoder=kl-f8] [--input_shape=256,256,3] [--batch_size=8] [--model=DiT-XL/2]
                            [--num_classes=1000]
+  (train, sample, inception and encode take --devices=N: the first N devices, or N simulated CPU devices)
   diffcorrupt bench peers --what=train|sample|inception [--model=DiT-S/4] [--input_shape=32,32,4] [--batch_size=N]
                           [--num_classes=1000] [--steps=N] [--cfg_scale=1.5] [--repeats=3]   # needs the [peers] extra
 """
@@ -22,6 +23,9 @@ from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
 
 BENCHES = ("data", "model", "train", "sample", "inception", "encode", "peers")
+# Benchmarks that run on devices and take --devices (data runs on host workers, model on abstract
+# shapes, peers on one CPU device beside PyTorch's threads).
+DEVICE_BENCHES = ("train", "sample", "inception", "encode")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -81,7 +85,13 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--steps", type=int, default=50)
         parser.add_argument("--cfg_scale", type=float, default=1.5)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    if what in DEVICE_BENCHES:
+        parser.add_argument("--devices", type=int, help="measure on the first N devices (default: all; on CPU, N simulated devices)")
     flags, overrides = parser.parse_job(rest)
+    if what in DEVICE_BENCHES:
+        from diffcorrupt.benchmarks.devices import limit_devices
+
+        limit_devices(flags.devices)
     if what not in ("data", "inception", "encode", "peers") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
         raise UserError(f"bench {what} needs --model and --input_shape" + (" (or --config)" if what == "train" else ""))
     if what == "data":

@@ -53,3 +53,24 @@ def test_bench_encode_reports_the_pre_encoding_speedup():
                     "--num_classes=10", "--steps=2")
     assert result["latent_shape"] == [4, 4, 4] and result["encode_images_per_s"] > 0
     assert result["pre_encoding_speedup"] > 1.0
+
+
+def test_bench_devices_limits_the_devices_measured_on():
+    """The test session simulates 8 CPU devices; --devices=2 measures on 2 of them."""
+    train = _bench("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=8", "--num_classes=10",
+                   "--steps=1", "--devices=2")
+    assert train["num_devices"] == 2 and train["mesh"]["data"] == 2
+    sample = _bench("sample", "--model=DiT-T/8", "--input_shape=16,16,1", "--num_classes=10", "--batch_size=4",
+                    "--sampler=ddim", "--steps=2", "--devices=2")
+    assert sample["devices"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=8", "--devices=0"), "--devices is 0"),
+    (("encode", "--autoencoder=kl-f4-small", "--input_shape=16,16,3", "--batch_size=3", "--devices=2"),
+     "--batch_size=3 does not split over 2 devices"),
+])
+def test_bench_refuses_a_device_count_in_one_sentence(args, message):
+    result = subprocess.run([sys.executable, "-m", "diffcorrupt", "bench", *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and message in result.stderr and result.stdout == ""
