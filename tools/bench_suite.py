@@ -5,7 +5,7 @@
 
 Every figure in the docs must say where it came from, so each JSON line a benchmark prints is kept
 as printed, under ``result``, with the suite row's ``name``, the ``command`` that reproduces it, the
-``date``, the ``commit`` (``+dirty`` when the tree had uncommitted changes) and the ``machine``. One
+``date``, the ``commit`` (``+dirty`` when code outside docs/ had uncommitted changes) and the ``machine``. One
 process per row: ``--devices`` and XLA's flags are fixed when JAX starts, and one benchmark's
 compiled programs and heap do not weigh on the next. ``run`` appends, and skips the rows already
 recorded at the same commit, so a run that was cut off continues where it stopped. The peer rows need
@@ -63,7 +63,8 @@ def machine() -> str:
 
 
 def run(out: pathlib.Path, only: list[str]) -> int:
-    commit = _git("rev-parse", "--short", "HEAD") + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs", ":!*.md")  # code, not prose
+    commit = _git("rev-parse", "--short", "HEAD") + ("+dirty" if changed else "")
     done = {row["name"] for row in load(out) if row["commit"] == commit} if out.exists() else set()
     out.parent.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -112,6 +113,9 @@ def _figures(result: dict) -> tuple[str, str, str]:
 
 
 def table(rows: list[dict]) -> str:
+    """Rows in the suite's order (a row rerun later keeps its place), then any others."""
+    order = {name: index for index, (name, _) in enumerate(SUITE)}
+    rows = sorted(rows, key=lambda row: order.get(row["name"], len(order)))
     lines = ["| benchmark | ours | peer | ours / peer | date | commit | command |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         ours, peer, ratio = _figures(row["result"])
