@@ -24,7 +24,7 @@ from diffcorrupt.errors import UserError
 
 BENCHES = ("data", "model", "train", "sample", "inception", "encode", "peers")
 # Benchmarks that run on devices and take --devices (data runs on host workers, model on abstract
-# shapes, peers on one CPU device beside PyTorch's threads).
+# shapes, peers on the devices PyTorch runs beside).
 DEVICE_BENCHES = ("train", "sample", "inception", "encode")
 
 
