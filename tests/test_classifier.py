@@ -65,7 +65,7 @@ def test_trained_classifier_saves_and_loads_to_identical_features(shapes_dir, sh
     out = shapes(images)
     assert out["pool"].shape == (20, 128) and out["pool"].dtype == np.float32
     assert out["logits"].shape == (20, sum(CARDINALITIES))
-    again = load_classifier(shapes_dir)(images)
+    again = load_classifier(shapes_dir, batch_size=32)(images)  # the same batch: bit for bit (other batches: next test)
     np.testing.assert_array_equal(out["pool"], again["pool"])
     assert shapes.weights_hash == load_classifier(shapes_dir).weights_hash == meta["weights_sha256"]
     assert shapes.predict(out["logits"]).shape == (20, len(ATTRIBUTES))
