@@ -54,12 +54,18 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _proc_field(path: str, field: str) -> str | None:
+    """A field of a Linux /proc file (None elsewhere)."""
+    proc = pathlib.Path(path)
+    lines = proc.read_text().splitlines() if proc.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
+
+
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    memory_kib = next(int(line.split()[1]) for line in pathlib.Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-    return f"{cpu}, {os.cpu_count()} cores, {memory_kib / 2**20:.0f} GiB, Python {platform.python_version()}"
+    cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    memory = _proc_field("/proc/meminfo", "MemTotal")
+    memory = f", {int(memory.split()[0]) / 2**20:.0f} GiB" if memory else ""
+    return f"{cpu}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
 
 
 def run(out: pathlib.Path, only: list[str]) -> int:
