@@ -9,8 +9,13 @@ images/s instead of 35 (reductions), an LDM-small train step 0.97 s instead of 0
 ``xla_cpu_experimental_ynn_fusion_type`` turns those fusions off; nothing measured got slower.
 docs/performance.md has the figures.
 
-XLA aborts the process on a flag it does not know, so the flag is added only for the jaxlib
-versions it was checked on, and never over a value the user gave the same flag. Accelerator
+XLA:CPU also aborts the process when a collective's participants have not all arrived within a
+short time. Simulated devices sharing a few cores can lag that long under load: the 8-device test
+suite under two pytest workers died in a train step that way (the abort left no message, so this
+is the likely cause, not a proven one). The jobs allow ten minutes.
+
+XLA aborts the process on a flag it does not know, so the flags are added only for the jaxlib
+versions they were checked on, and never over a value the user gave the same flag. Accelerator
 backends ignore ``xla_cpu_*`` flags. ``DIFFCORRUPT_XLA_CPU_FLAGS=0`` leaves ``XLA_FLAGS`` alone.
 """
 
@@ -20,7 +25,7 @@ import importlib.metadata
 import os
 
 # flag -> value, for the jaxlib (major, minor) versions whose flag parser was checked to accept it.
-CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_collective_call_terminate_timeout_seconds": "600"}
 CHECKED_JAXLIB = {(0, 10)}
 OPT_OUT = "DIFFCORRUPT_XLA_CPU_FLAGS"
 

@@ -20,13 +20,14 @@ def env(monkeypatch):
 def test_adds_the_flag_after_existing_ones_once(env):
     xla_cpu_flags.add_cpu_flags()
     xla_cpu_flags.add_cpu_flags()
-    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {FLAG}="
+    assert os.environ["XLA_FLAGS"] == (f"--xla_force_host_platform_device_count=8 {FLAG}= "
+                                       "--xla_cpu_collective_call_terminate_timeout_seconds=600")
 
 
 def test_keeps_the_users_value(env):
     env.setenv("XLA_FLAGS", f"{FLAG}=-reduce")
     xla_cpu_flags.add_cpu_flags()
-    assert os.environ["XLA_FLAGS"] == f"{FLAG}=-reduce"
+    assert os.environ["XLA_FLAGS"] == f"{FLAG}=-reduce --xla_cpu_collective_call_terminate_timeout_seconds=600"
 
 
 @pytest.mark.parametrize("case", ["opt_out", "unchecked_jaxlib", "no_jaxlib"])
