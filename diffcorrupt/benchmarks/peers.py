@@ -99,17 +99,18 @@ def run(what: str, model_name: str, input_shape: tuple[int, int, int] | None, ba
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    device = _torch_device()
     result.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"], peer_device=str(_torch_device()))
+                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"], peer_device=str(device))
     if what != "inception":
         result["diffusers"] = importlib.import_module("diffusers").__version__
     try:
         if what == "train":
-            ours, peer = _train(model_name, shape, batch, num_classes, steps, repeats)
+            ours, peer = _train(device, model_name, shape, batch, num_classes, steps, repeats)
         elif what == "sample":
-            ours, peer = _sample(model_name, shape, batch, num_classes, steps, repeats, cfg_scale)
+            ours, peer = _sample(device, model_name, shape, batch, num_classes, steps, repeats, cfg_scale)
         else:
-            ours, peer = _inception(shape, batch, steps, repeats)
+            ours, peer = _inception(device, shape, batch, steps, repeats)
     except PeerUnavailable as error:
         return dict(result, peer_available=False, peer_unavailable={"peer": str(error)})
     return dict(result, peer_available=True, ours=ours, peer=peer,
@@ -152,12 +153,11 @@ def _seconds(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _train(model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,
+def _train(device, model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,
            repeats: int) -> tuple[dict, dict]:
     import torch
     from diffusers import DDPMScheduler
 
-    device = _torch_device()
     net = _dit(model_name, input_shape, num_classes).train().to(device)  # train: diffusers' 10% label drop
     settings = BENCH_CONFIG.train
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, betas=(settings.b1, settings.b2),
@@ -192,12 +192,11 @@ def _train(model_name: str, input_shape: tuple[int, int, int], batch: int, num_c
     return ours, peer
 
 
-def _sample(model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,
+def _sample(device, model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,
             repeats: int, cfg_scale: float) -> tuple[dict, dict]:
     import torch
     from diffusers import DDIMScheduler
 
-    device = _torch_device()
     net = _dit(model_name, input_shape, num_classes).eval().to(device)
     scheduler = DDIMScheduler(num_train_timesteps=BENCH_CONFIG.diffusion.num_steps, beta_schedule="linear")
     scheduler.set_timesteps(steps)
@@ -242,10 +241,9 @@ def _fid_helper_inception():
             return torch.jit.load(io.BytesIO(archive.read(FID_HELPER_MEMBER)), map_location="cpu").eval()
 
 
-def _inception(input_shape: tuple[int, int, int], batch: int, batches: int, repeats: int) -> tuple[dict, dict]:
+def _inception(device, input_shape: tuple[int, int, int], batch: int, batches: int, repeats: int) -> tuple[dict, dict]:
     import torch
 
-    device = _torch_device()
     net = _fid_helper_inception().to(device)
     images = np.random.default_rng(0).integers(0, 256, (batch * batches, *input_shape), dtype=np.uint8)
 
