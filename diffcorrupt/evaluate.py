@@ -9,7 +9,8 @@ saved config then gives the dataset), an ADM-layout .npz or an image folder. ``-
 defaults to the split the run trained on (for a latent run, of the images its latents encode); ``--train_reference`` (default: the same split) gives the
 training images for the memorization measures. The metrics JSON (default: ``metrics.json`` beside
 the samples) holds every number with its provenance: checkpoint, step, sampler, steps, guidance
-scale, sample count, feature network and weights hash, reference and protocol.
+scale, sample count, feature network and weights hash, reference and protocol. A single-host job:
+started as several processes (``local_processes``, a pod), process 0 scores and the others exit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from diffcorrupt.evaluation.feature_nets import make_feature_net, parse_feature_
 from diffcorrupt.evaluation.reference import reference_stats
 from diffcorrupt.evaluation.sample_files import read_samples
 from diffcorrupt.evaluation.scores import NEIGHBOURS, score
+from diffcorrupt.parallel.distributed import launched_as_peer
 from diffcorrupt.sampling.restore import saved_run_config
 
 PROTOCOL = {
@@ -57,6 +59,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=None)
     flags, overrides = parser.parse_job(argv)
     jobs.log_progress()
+    if launched_as_peer():
+        logging.info("evaluate scores on process 0 of the launch alone; this process has nothing to do")
+        return 0
     data_config = load_config(flags.config, overrides).data if flags.config else None
     result = evaluate(flags.samples, reference=flags.reference, train_reference=flags.train_reference,
                       features=flags.features, inception_weights=flags.inception_weights,

@@ -1,5 +1,7 @@
 """Models under an 8-device mesh: parameters created sharded, results equal to one device's."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ from diffcorrupt.models.dit import DiT
 from diffcorrupt.models.registry import example_inputs
 from diffcorrupt.models.unet import UNet
 from diffcorrupt.parallel.mesh import make_mesh
-from diffcorrupt.parallel.sharding import DEFAULT_RULES, init_sharded
+from diffcorrupt.parallel.sharding import DEFAULT_RULES, gathered_for_compute, init_sharded
 
 SHAPE = (16, 16, 4)
 LAYOUTS = {
@@ -20,11 +22,6 @@ LAYOUTS = {
     "fsdp_tensor": dict(data=1, fsdp=2, tensor=4),
     "data_fsdp_tensor": dict(data=2, fsdp=2, tensor=2),
 }
-# All three axes > 1: XLA's CPU backend (jaxlib 0.10.2) returns wrong rows for half the batch of
-# the DiT here, under both the GSPMD and the Shardy partitioner, while every two-axis layout is
-# exact (the small U-Net happens to come out right). A strict xfail, so that the day it passes,
-# the test says so.
-KNOWN_XLA_CPU_BUG = {("dit", "data_fsdp_tensor")}
 
 
 def _mesh(layout):
@@ -48,9 +45,7 @@ def _small(family):
 
 @pytest.mark.parametrize("family", ["dit", "unet"])
 @pytest.mark.parametrize("layout_name", list(LAYOUTS))
-def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout_name, request):
-    if (family, layout_name) in KNOWN_XLA_CPU_BUG:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="XLA CPU: wrong results with data, fsdp and tensor all > 1"))
+def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout_name):
     layout = LAYOUTS[layout_name]
     mesh = _mesh(layout)
     model = _small(family)
@@ -67,14 +62,17 @@ def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layou
     x = jax.random.normal(jax.random.key(1), (8, *SHAPE))
     t, y, null = jnp.arange(8) * 100, jnp.arange(8) % 10, jnp.array([False] * 6 + [True] * 2)
 
-    def loss(params, x):
+    def loss(params, x, shardings=None):
+        if shardings is not None:  # as the train step and the sampler apply a model
+            params = gathered_for_compute(params, shardings)
         out = model.apply({"params": params}, x, t, y, null)
         return jnp.mean(out**2), out
 
     host = jax.device_get(variables)
     (ref_loss, ref_out), ref_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(host["params"], x)
     with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
-        (out_loss, out), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"], x)
+        sharded_loss = functools.partial(loss, shardings=shardings["params"])
+        (out_loss, out), grad = jax.jit(jax.value_and_grad(sharded_loss, has_aux=True))(variables["params"], x)
     scale = float(jnp.abs(ref_out).max())
     assert scale > 0
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=2e-5 * scale, rtol=2e-4)

@@ -3,43 +3,17 @@ other device counts, and the bad inputs (corrupted checkpoint, incompatible conf
 that cannot be written)."""
 
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
-import pytest
-
-from diffcorrupt.config.loading import load_config
-from diffcorrupt.data.pipeline import corrupted_source, make_iterator
-from diffcorrupt.models.registry import model_from_config
-from diffcorrupt.parallel.mesh import make_mesh
-from diffcorrupt.parallel.sharding import DEFAULT_RULES
-from diffcorrupt.training.batches import input_spec
-from diffcorrupt.training.checkpoints import Checkpointer
-from diffcorrupt.training.optimizer import make_optimizer
-from diffcorrupt.training.state import abstract_state, create_state
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
-# A model of four 4x4 patches on 16x16 Fashion-MNIST: every step takes milliseconds.
-SMALL = ["--config=configs/fmnist.py:tiny", "--config.model.name=DiT-T/8", "--config.data.image_size=16",
-         "--config.train.batch_size=16", "--config.data.corruption.ratio=0.1", "--config.model.cep.kind=uniform",
-         "--config.checkpoint.async_save=true"]
-
-
-def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
+from train_runs import REPO, SMALL, assert_identical, env_with_devices, restore_state, wait_for
 
 
 def _train(workdir, *extra, devices=1, check=True):
     result = subprocess.run([sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *extra],
-                            cwd=REPO, env=_env(devices), capture_output=True, text=True, timeout=600)
+                            cwd=REPO, env=env_with_devices(devices), capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -51,60 +25,28 @@ def _summary(result) -> dict:
 
 def _start(workdir, *extra, devices=1):
     return subprocess.Popen([sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *extra],
-                            cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(path: pathlib.Path, process, timeout=300):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.stderr.read()[-3000:]
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
-def _restore(workdir, step, overrides=()):
-    """(state, next batch) saved at ``step`` in ``workdir``, restored in this process (1 device)."""
-    config = load_config(str(REPO / "configs/fmnist.py:tiny"), [a[len("--config."):] for a in SMALL[1:]] + list(overrides))
-    config.mesh.data = 1
-    mesh = make_mesh(config.mesh, jax.devices()[:1])
-    view = corrupted_source(config)
-    shape, num_classes = input_spec(config, view.source)
-    model = model_from_config(config, shape, num_classes)
-    state, _ = create_state(model, make_optimizer(config.train)[0], shape, config.seed, mesh, DEFAULT_RULES)
-    iterator = make_iterator(config, source=view)
-    checkpointer = Checkpointer(workdir, every_steps=10**9, keep=100, async_save=False)
-    assert checkpointer.latest_step() == step
-    restored, restored_step = checkpointer.restore(abstract_state(state), iterator)
-    checkpointer.close()
-    assert restored_step == step
-    return jax.device_get(restored), next(iterator)
-
-
-def _assert_identical(a, b):
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for x, y in zip(leaves_a, leaves_b):
-        assert np.array_equal(np.asarray(x), np.asarray(y))
+                            cwd=REPO, env=env_with_devices(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     steps = ["--config.train.num_steps=240", "--config.checkpoint.every_steps=60", "--config.checkpoint.keep=10"]
     _train(tmp_path / "straight", *steps)
     process = _start(tmp_path / "killed", *steps)
-    _wait_for(tmp_path / "killed" / "checkpoints" / "120" / "commit_success.txt", process)
+    wait_for(tmp_path / "killed" / "checkpoints" / "120" / "commit_success.txt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = _summary(_train(tmp_path / "killed", *steps))
     assert 120 <= resumed["first_step"] < 240 and resumed["last_step"] == 240
-    state_a, batch_a = _restore(tmp_path / "straight", 240)
-    state_b, batch_b = _restore(tmp_path / "killed", 240)
-    _assert_identical(state_a, state_b)  # params, EMA, optimizer state, step, key
-    _assert_identical(batch_a, batch_b)  # and the next batch of data
+    state_a, batch_a = restore_state(tmp_path / "straight", 240)
+    state_b, batch_b = restore_state(tmp_path / "killed", 240)
+    assert_identical(state_a, state_b)  # params, EMA, optimizer state, step, key
+    assert_identical(batch_a, batch_b)  # and the next batch of data
 
 
 def test_sigterm_saves_the_current_step_and_exits_zero(tmp_path):
     process = _start(tmp_path, "--config.train.num_steps=100000", "--config.checkpoint.every_steps=50")
-    _wait_for(tmp_path / "checkpoints" / "50" / "commit_success.txt", process)
+    wait_for(tmp_path / "checkpoints" / "50" / "commit_success.txt", process)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=300)

@@ -8,8 +8,10 @@ pure function of index and epoch), but only the examples a process needs are eve
 corruption of a whole batch is one vectorised call instead of a Python call per example.
 
 Global batch k is positions [k * B, (k + 1) * B) of one global order, whatever the number of
-processes or workers, so the data seen does not depend on the topology; within a batch, process p
-holds positions p, p + P, ...
+processes or workers, so the data seen does not depend on the topology. Process p holds the p-th
+contiguous block of B / P rows of it: the rows its devices hold of the global array
+(``jax.make_array_from_process_local_data``), so that every example keeps its row, and with it
+its diffusion noise, on any number of processes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ class _WithEpoch:
 
     def __call__(self, position: int, index: int) -> tuple[int, int]:
         return index, position // self.epoch_length
+
+
+class _ProcessBlock:
+    """One global batch of (indices, epochs) -> this process's contiguous block of it."""
+
+    def __init__(self, process_index: int, process_count: int):
+        self.process_index = process_index
+        self.process_count = process_count
+
+    def __call__(self, batch: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        size = len(batch[0]) // self.process_count
+        rows = slice(self.process_index * size, (self.process_index + 1) * size)
+        return batch[0][rows], batch[1][rows]
 
 
 class _LoadBatch:
@@ -65,7 +80,9 @@ def make_dataset(
     process_count: int = 1,
     source: CorruptedSource | None = None,
 ) -> grain.MapDataset:
-    """The per-process batched ``MapDataset`` (random access to any future batch)."""
+    """The per-process batched ``MapDataset`` (random access to any future batch). Every process's
+    has the same batches in the same places, only another block of each, so one process's
+    iterator state is every process's, on any process count."""
     data = config.data
     source = corrupted_source(config) if source is None else source
     global_batch = config.train.batch_size
@@ -80,8 +97,8 @@ def make_dataset(
     ds = ds.map_with_index(_WithEpoch(len(source)))
     if data.num_epochs:  # whole global batches only, so every process serves the same steps
         ds = ds[: len(ds) // global_batch * global_batch]
-    ds = ds[process_index::process_count]
-    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    ds = ds.batch(global_batch, drop_remainder=True)
+    ds = ds.map(_ProcessBlock(process_index, process_count))
     meta = getattr(source.source, "meta", None) or {}
     preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed,
                             latent_kind=meta.get("kind", "latent"), scale_factor=meta.get("scale_factor", 1.0))

@@ -65,7 +65,7 @@ class ClassifierFeatures:
     """A trained ``Classifier`` as a batched feature extractor (``load_classifier`` reads one).
 
     Batches have one fixed size (the last one padded), so a run compiles once, and are split over a
-    1-D "data" mesh of ``devices`` (default: all) that holds the parameters replicated. ``meta`` is
+    1-D "data" mesh of ``devices`` (default: this process's) that holds the parameters replicated. ``meta`` is
     what ``classifier.json`` records; ``weights_hash`` and ``dataset`` identify the feature space in
     reports, so that numbers from different feature networks are never compared.
     """
@@ -73,7 +73,7 @@ class ClassifierFeatures:
     name = "classifier"
 
     def __init__(self, params: dict, meta: dict, *, batch_size: int = 256, devices: Sequence[jax.Device] | None = None):
-        devices = jax.devices() if devices is None else list(devices)
+        devices = jax.local_devices() if devices is None else list(devices)
         self.meta = meta
         self.heads = tuple(meta["heads"])
         self.head_names = tuple(meta["head_names"])

@@ -152,7 +152,7 @@ def train_classifier(
     started = time.time()
     train, train_idx, heldout, heldout_idx = _splits(data_config)
     steps = _default_steps(data_config) if steps is None else steps
-    devices = jax.devices()
+    devices = jax.local_devices()  # host-side work: under several processes, process 0 trains it alone
     if batch_size % len(devices):
         raise UserError(
             f"the classifier batch size {batch_size} does not split over {len(devices)} devices; use a multiple"

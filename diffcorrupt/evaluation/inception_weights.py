@@ -269,7 +269,7 @@ class InceptionFeatures:
     name = "inception"
 
     def __init__(self, weights: InceptionWeights, batch_size: int = 64, mesh: Mesh | None = None):
-        self.mesh = mesh if mesh is not None else Mesh(np.array(jax.devices()), ("data",))
+        self.mesh = mesh if mesh is not None else Mesh(np.array(jax.local_devices()), ("data",))  # this process's own
         devices = self.mesh.devices.size
         self.batch_size = -(-batch_size // devices) * devices  # each device gets the same share
         self.has_logits = weights.has_logits

@@ -1,9 +1,16 @@
-"""Logical axis names -> mesh axes, and parameters created already sharded.
+"""Logical axis names -> mesh axes, parameters created already sharded, and gathered for compute.
 
 One rules table serves pure data parallelism, FSDP and tensor parallelism: with mesh.fsdp = 1 the
 'embed' rule shards nothing, with mesh.tensor = 1 the MLP and head rules shard nothing. A
 parameter dimension that the mapped mesh axes do not divide stays replicated (a 3-channel output
 convolution on 8 FSDP ranks, say) instead of failing.
+
+FSDP keeps parameters split over the fsdp axis at rest and gathers them where the model computes
+(``gathered_for_compute``); the gradient flows back as a reduce-scatter. Saying so explicitly,
+rather than leaving the choice to XLA's partitioner, is also what keeps a (data, fsdp, tensor) mesh
+correct: left free, the partitioner of jax/jaxlib 0.10.2 reorders the batch shards of a dot whose
+weight is split over both fsdp and tensor and never puts them back, so half of the batch comes out
+wrong on every backend (``tools/xla_spmd_3axis_repro.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +77,20 @@ def variable_shardings(abstract_variables: Any, mesh: Mesh, rules: Rules = DEFAU
         lambda spec, leaf: NamedSharding(mesh, _fit(spec, leaf.shape, mesh)),
         mesh_specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec),
     )
+
+
+def _without_fsdp(sharding: NamedSharding) -> NamedSharding:
+    spec = []
+    for axes in sharding.spec:
+        names = tuple(name for name in ((axes,) if isinstance(axes, str) else tuple(axes or ())) if name != "fsdp")
+        spec.append(names[0] if len(names) == 1 else (names or None))
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec))
+
+
+def gathered_for_compute(variables: Any, shardings: Any) -> Any:
+    """``variables`` (laid out as ``shardings``) gathered over the fsdp axis and still split over
+    tensor: what a model is applied to inside a jitted function. A no-op where fsdp is 1."""
+    return jax.lax.with_sharding_constraint(variables, jax.tree.map(_without_fsdp, shardings))
 
 
 def init_sharded(init_fn: Callable[[], Any], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> tuple[Any, Any]:

@@ -18,6 +18,7 @@ from absl import logging
 
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluate import evaluate
+from diffcorrupt.parallel.distributed import on_process_zero
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.tables import write_tables
 from diffcorrupt.sample import sample_run
@@ -28,32 +29,42 @@ METRICS_FILE = "metrics.json"
 
 def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str, Any], features: str | None,
               inception_weights: str | None, reference: str | None, reference_count: int | None,
-              out: Path) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
+              out: Path) -> dict[str, Any] | None:
+    """Samples on every process (the sampler spans them all), then scores and writes the report on
+    process 0 alone; the other processes return None."""
+    sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir in workdirs:
         for step in _checkpoint_steps(workdir, checkpoints):
             flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
                                           **sample_flags)
-            for record in sample_run(flags):
-                metrics_path = Path(record["samples"]) / METRICS_FILE
-                wanted = {"features": features, "reference": reference, "reference_count": reference_count}
-                if not _up_to_date(metrics_path, wanted):
-                    evaluate(record["samples"], reference=reference, features=features, inception_weights=inception_weights,
-                             reference_count=reference_count, out=metrics_path, requested=wanted)
-                rows.extend(rows_of(json.loads(metrics_path.read_text()), workdir))
-    if not rows:
+            records = sample_run(flags)
+            config = saved_run_config(workdir, step)  # read here, where every process reads the checkpoint
+            sampled.extend((workdir, record, config) for record in records)
+    if not sampled:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
-    out.mkdir(parents=True, exist_ok=True)
-    tables = write_tables(rows, out)
-    plots = write_plots(rows, out)
-    logging.info("report: %d rows, tables %s, %d plots in %s", len(rows), sorted(tables), len(plots), out)
-    return {"rows": len(rows), "tables": {k: str(v) for k, v in tables.items()}, "plots": [str(p) for p in plots]}
+
+    def score_and_tabulate() -> dict[str, Any]:
+        rows: list[dict[str, Any]] = []
+        for workdir, record, config in sampled:
+            metrics_path = Path(record["samples"]) / METRICS_FILE
+            wanted = {"features": features, "reference": reference, "reference_count": reference_count}
+            if not _up_to_date(metrics_path, wanted):
+                evaluate(record["samples"], reference=reference, features=features, inception_weights=inception_weights,
+                         reference_count=reference_count, data_config=config.data, out=metrics_path, requested=wanted)
+            rows.extend(rows_of(json.loads(metrics_path.read_text()), workdir, config))
+        out.mkdir(parents=True, exist_ok=True)
+        tables = write_tables(rows, out)
+        plots = write_plots(rows, out)
+        logging.info("report: %d rows, tables %s, %d plots in %s", len(rows), sorted(tables), len(plots), out)
+        return {"rows": len(rows), "tables": {k: str(v) for k, v in tables.items()}, "plots": [str(p) for p in plots]}
+
+    return on_process_zero("report", score_and_tabulate)
 
 
-def rows_of(result: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
-    """One row per feature network of a metrics file, labelled with the run's training settings."""
+def rows_of(result: dict[str, Any], workdir: Path, config) -> list[dict[str, Any]]:
+    """One row per feature network of a metrics file, labelled with the run's training settings
+    (``config``, the one saved with the checkpoint that was sampled)."""
     settings = result["provenance"]
-    config = saved_run_config(workdir, settings["step"])
     corruption = config.data.corruption
     cep = config.model.cep
     base = {

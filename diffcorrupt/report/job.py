@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
     summary = run_batch(_workdirs(flags.workdirs), checkpoints=flags.checkpoints, sample_flags=sample_flags,
                         features=flags.features, inception_weights=flags.inception_weights, reference=flags.reference,
                         reference_count=flags.reference_count, out=Path(flags.out))
-    print(json.dumps(summary), flush=True)
+    if summary is not None:
+        print(json.dumps(summary), flush=True)
     return 0
 
 

@@ -24,6 +24,7 @@ from diffcorrupt.data.global_batch import batch_sharding
 from diffcorrupt.diffusion.samplers import guided, sample
 from diffcorrupt.errors import UserError
 from diffcorrupt.parallel.mesh import BATCH_AXES
+from diffcorrupt.parallel.sharding import gathered_for_compute
 from diffcorrupt.sampling.quantise import quantise
 from diffcorrupt.sampling.restore import RestoredModel
 
@@ -76,6 +77,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
     decoder_variables = None if autoencoder is None else jax.device_put(autoencoder.params, NamedSharding(mesh, PartitionSpec()))
 
     def generate(params, decoder, index: jax.Array, cond: jax.Array) -> jax.Array:
+        params = gathered_for_compute(params, param_shardings)
         keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(settings.seed), j))(index)
         noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 0), restored.input_shape))(keys)
         if settings.cfg_scale == 1.0:  # guidance at scale 1 is the conditional model: skip the null half

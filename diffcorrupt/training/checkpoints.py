@@ -9,7 +9,9 @@ Each step directory holds three items, so that a run resumes exactly where it st
 - ``config``: ``config.to_dict()`` as JSON, to refuse a resume that would silently change the run.
 - ``data``: the grain iterator state of every process (grain's own orbax handler writes one
   ``process_<i>-of-<n>.json`` per process), so the next batch after a resume is the one that
-  would have come next.
+  would have come next. A run resumed on another number of processes finds no state of its own
+  there and takes process 0's: the processes' datasets differ only in which block of each global
+  batch they read, so any one's position is every one's.
 
 Restore never deletes anything: a checkpoint that does not read back (truncated, corrupted, an
 item missing) is skipped with a warning and the previous one is tried; once one reads back, the
@@ -63,6 +65,7 @@ _STORAGE_STATUS = re.compile(
 )
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _PAYLOAD = re.compile(r" \[[a-z_]+(?:\[\d+\])?=")
+_PROCESS_STATE = re.compile(r"process_\d+-of-(\d+)\.json")  # grain's file for one process's iterator state
 
 
 class Checkpointer:
@@ -87,13 +90,8 @@ class Checkpointer:
         if keep_every > 0:
             preserve.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
         options = ocp.CheckpointManagerOptions(
-            # The interval, plus orbax's multi-host preemption notice (a no-op on one process).
-            save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(
-                [
-                    ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
-                    ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
-                ]
-            ),
+            # A preemption is the training loop's to see (it stops there and forces a save).
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(preserve),
             enable_async_checkpointing=async_save,
             # Created in the background, a step directory that cannot be made (read-only disk)
@@ -114,7 +112,7 @@ class Checkpointer:
         self._pending: int | None = None  # the step whose async save may still be running
 
     def should_save(self, step: int) -> bool:
-        """True at every ``every_steps``-th step not saved yet (and on a multi-host preemption notice)."""
+        """True at every ``every_steps``-th step not saved yet."""
         return self._manager.should_save(step)
 
     def save(
@@ -175,20 +173,41 @@ class Checkpointer:
 
         ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with ``.sharding`` set: arrays
         come back in those shardings, whatever mesh wrote them. ``data_iterator``, when given, is
-        set to the saved position of this process (the sampler passes none).
+        set to the saved position of this process (the sampler passes none), or of process 0 when
+        another number of processes wrote the checkpoint.
         """
         self.wait()
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        args = ocp.args.Composite(**items)
+        state_only = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+
+        def read(step: int) -> Any:
+            if data_iterator is None:
+                return self._manager.restore(step, args=state_only).state
+            written_by = self._data_process_count(step)
+            if written_by in (None, jax.process_count()):  # a missing item fails here, as it should
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                          data=grain.checkpoint.CheckpointRestore(data_iterator))
+                return self._manager.restore(step, args=args).state
+            state = self._manager.restore(step, args=state_only).state
+            saved = self.directory / str(step) / "data" / f"process_0-of-{written_by}.json"
+            data_iterator.set_state(json.loads(saved.read_text()))
+            logging.info("the checkpoint of step %d was written by %d processes; each of the %d now starts from "
+                         "process 0's data position", step, written_by, jax.process_count())
+            return state
+
         steps = self.all_steps()
-        found = self._newest_readable(steps, lambda step: self._manager.restore(step, args=args))
+        found = self._newest_readable(steps, read)
         if found is None:
             return None
-        step, restored = found
+        step, state = found
         self._set_aside([s for s in steps if s > step])
-        return restored.state, step
+        return state, step
+
+    def _data_process_count(self, step: int) -> int | None:
+        """How many processes wrote the step's data item (grain's ``process_<i>-of-<n>.json``
+        files); None when it holds none."""
+        data = self.directory / str(step) / "data"
+        counts = {int(m.group(1)) for m in map(_PROCESS_STATE.fullmatch, os.listdir(data) if data.is_dir() else []) if m}
+        return counts.pop() if len(counts) == 1 else None
 
     def _set_aside(self, steps: list[int]) -> None:
         """Moves checkpoints that did not read back to ``<workdir>/checkpoints_unreadable/``: kept

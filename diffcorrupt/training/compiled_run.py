@@ -20,7 +20,7 @@ from diffcorrupt.diffusion.schedules import Schedule, make_schedule
 from diffcorrupt.models.registry import model_from_config
 from diffcorrupt.models.tokenizer import Tokenizer, tokenizer_from_config
 from diffcorrupt.parallel.mesh import make_mesh
-from diffcorrupt.parallel.sharding import Rules, rules_from_config
+from diffcorrupt.parallel.sharding import Rules, gathered_for_compute, rules_from_config
 from diffcorrupt.training.batches import abstract_batch
 from diffcorrupt.training.objective import make_loss_fn
 from diffcorrupt.training.optimizer import make_optimizer
@@ -49,9 +49,10 @@ def compile_run(config: ml_collections.ConfigDict, input_shape: tuple[int, int, 
     tokenizer = None if num_classes else tokenizer_from_config(config.model)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
     optimizer, lr_schedule = make_optimizer(config.train)
-    step_fn = make_train_step(make_loss_fn(model, schedule, config), optimizer, lr_schedule,
-                              config.train.ema_decay, config.train.grad_accum)
     state, shardings = create_state(model, optimizer, input_shape, config.seed, mesh, rules)
+    loss_fn = make_loss_fn(model, schedule, config)
+    sharded_loss_fn = lambda params, batch, rng: loss_fn(gathered_for_compute(params, shardings.params), batch, rng)  # noqa: E731
+    step_fn = make_train_step(sharded_loss_fn, optimizer, lr_schedule, config.train.ema_decay, config.train.grad_accum)
     batch_spec = abstract_batch(config, input_shape, tokenizer, mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, None),

@@ -1,5 +1,10 @@
 """A clu ``MetricWriter`` that appends scalars to ``metrics.jsonl``: one JSON object per step, for
-tools and the report job to read without TensorBoard."""
+tools and the report job to read without TensorBoard.
+
+A run killed after its last checkpoint logged steps that its resumption trains and logs again;
+opened at the resumed step, the writer first drops those records (and a line the kill cut short),
+so every step appears once.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,15 @@ from clu.metric_writers import interface
 
 
 class JsonlWriter(interface.MetricWriter):
-    def __init__(self, path: str | pathlib.Path):
+    def __init__(self, path: str | pathlib.Path, resume_step: int = 0):
+        path = pathlib.Path(path)
+        if path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if line.endswith("\n") and _step(line) <= resume_step]
+            if len(kept) < len(lines):
+                temporary = path.with_name(path.name + ".tmp")
+                temporary.write_text("".join(kept))
+                temporary.replace(path)
         self._file = open(path, "a", buffering=1)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -44,3 +57,11 @@ class JsonlWriter(interface.MetricWriter):
 
     def close(self) -> None:
         self._file.close()
+
+
+def _step(line: str) -> float:
+    """The step of a record (0 for the hparams line); infinite for a line that does not parse."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return float("inf")

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from diffcorrupt.autoencoders.storage import load_autoencoder
 from diffcorrupt.config.loading import config_hash
@@ -38,18 +39,34 @@ PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e1
 
 
 class Preemption:
-    """Turns SIGTERM into a flag the loop polls once per step."""
+    """SIGTERM (a preemption notice) -> the step after which every process saves and stops.
+
+    One process: a Python handler sets a flag the loop polls once per step. Several: JAX's
+    preemption service (started by ``jax.distributed.initialize``) catches SIGTERM on whichever
+    process receives it and agrees with the others on one step, so all of them save that step
+    and none waits in a collective for a peer that left; a Python handler would replace its own.
+    """
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._several = jax.process_count() > 1
+        self._previous = None if self._several else signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame) -> None:
         logging.warning("SIGTERM received: saving a checkpoint of the current step, then stopping")
         self.requested = True
 
+    def reached(self, step: int) -> bool:
+        """Whether to stop after ``step``; every process calls it at every step."""
+        if self._several and not self.requested:
+            self.requested = multihost_utils.reached_preemption_sync_point(step)
+            if self.requested:
+                logging.warning("preemption notice: every process saves step %d, then stops", step)
+        return self.requested
+
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def peak_flops() -> float | None:
@@ -91,12 +108,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
             logging.info("resumed from the checkpoint of step %d in %s", step, workdir_path / "checkpoints")
     first_step = int(state.step)
     writer = metric_writers.create_default_writer(workdir_path, just_logging=jax.process_index() > 0)
-    jsonl = JsonlWriter(workdir_path / "metrics.jsonl") if jax.process_index() == 0 else None
+    jsonl = JsonlWriter(workdir_path / "metrics.jsonl", resume_step=first_step) if jax.process_index() == 0 else None
     if first_step == 0:
         writer.write_hparams({"config_hash": config_hash(config), "model": config.model.name})
     progress = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=writer)
     preview_cond, decode = None, None
-    if config.train.sample_every and jax.process_index() == 0:
+    if config.train.sample_every:  # every process takes part in sampling the grid; process 0 writes it
         captions = [] if tokenizer is None else [view.source[i]["caption"] for i in range(min(GRID, len(view)))]
         preview_cond = preview_conditions(num_classes, tokenizer, captions)
         autoencoder = (meta.get("autoencoder") or {}).get("path")
@@ -106,7 +123,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
     interval = _Interval()
     step = first_step
     try:
-        while step < config.train.num_steps and not preemption.requested:
+        while step < config.train.num_steps and not preemption.reached(step):
             wait_start = time.perf_counter()
             batch = model_batch(next(iterator), tokenizer)
             interval.data_wait += time.perf_counter() - wait_start
@@ -124,7 +141,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
             side_start = time.perf_counter()
             if preview_cond is not None and step % config.train.sample_every == 0:
                 write_preview(model, state.ema_params, config, run.schedule, preview_cond, input_shape, workdir_path, step,
-                              writer, decode)
+                              writer, mesh, decode)
             if checkpointer.should_save(step):
                 _guard(state)
                 checkpointer.save(step, state, config, iterator)

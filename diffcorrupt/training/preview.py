@@ -14,10 +14,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.diffusion.samplers import guided, sample
 from diffcorrupt.diffusion.schedules import Schedule
 from diffcorrupt.models.tokenizer import Tokenizer
+from diffcorrupt.parallel.sharding import gathered_for_compute
 from diffcorrupt.report.figures import save_tiled
 from diffcorrupt.sampling.quantise import quantise
 
@@ -25,29 +27,37 @@ GRID = 16
 STEPS = 25
 
 
-def preview_conditions(num_classes: int, tokenizer: Tokenizer | None, captions: list[str]) -> jax.Array:
+def preview_conditions(num_classes: int, tokenizer: Tokenizer | None, captions: list[str]) -> np.ndarray:
+    """Host values, the same on every process, that the sampling program embeds as constants."""
     if tokenizer is None:
-        return jnp.arange(GRID) % num_classes
-    return jnp.asarray(tokenizer.encode_batch([captions[i % len(captions)] for i in range(GRID)]))
+        return np.arange(GRID) % num_classes
+    return np.asarray(tokenizer.encode_batch([captions[i % len(captions)] for i in range(GRID)]))
 
 
-def write_preview(model, ema_params, config: ml_collections.ConfigDict, schedule: Schedule, cond: jax.Array,
-                  input_shape: tuple[int, int, int], workdir: pathlib.Path, step: int, writer,
-                  decode: Callable[[jax.Array], jax.Array] | None = None) -> pathlib.Path:
-    """``decode`` turns a latent model's samples into pixels (the autoencoder that made its latents)."""
-    noise = jax.random.normal(jax.random.key(config.seed), (GRID, *input_shape))
+def write_preview(model, ema_params, config: ml_collections.ConfigDict, schedule: Schedule, cond: np.ndarray,
+                  input_shape: tuple[int, int, int], workdir: pathlib.Path, step: int, writer, mesh: Mesh,
+                  decode: Callable[[jax.Array], jax.Array] | None = None) -> pathlib.Path | None:
+    """Every process calls it (the EMA weights span all of them); process 0 writes the grid and
+    returns its path. ``decode`` turns a latent model's samples into pixels (the autoencoder that
+    made its latents), on process 0's own device."""
     channels = input_shape[-1]
+    shardings = jax.tree.map(lambda x: x.sharding, ema_params)
 
-    def model_fn(x, t, null_mask):
-        return model.apply({"params": ema_params}, x, t, jnp.concatenate([cond, cond]), null_mask)
+    def generate(params) -> jax.Array:
+        params = gathered_for_compute(params, shardings)
+        z = jax.random.normal(jax.random.key(config.seed), (GRID, *input_shape))
 
-    def generate(z: jax.Array) -> jax.Array:
-        x = sample(guided(model_fn, config.sample.cfg_scale, channels), z, schedule, sampler="ddim", steps=STEPS,
-                   learned_sigma=config.model.learned_sigma)
-        return x if decode is None else decode(x)
+        def model_fn(x, t, null_mask):
+            return model.apply({"params": params}, x, t, jnp.concatenate([cond, cond]), null_mask)
 
-    images = jax.jit(generate)(noise)
-    pixels = np.asarray(quantise(images))
+        return sample(guided(model_fn, config.sample.cfg_scale, channels), z, schedule, sampler="ddim", steps=STEPS,
+                      learned_sigma=config.model.learned_sigma)
+
+    replicated = NamedSharding(mesh, PartitionSpec())  # readable on every process
+    samples = np.asarray(jax.jit(generate, out_shardings=replicated)(ema_params))
+    if jax.process_index() > 0:
+        return None
+    pixels = np.asarray(quantise(samples if decode is None else jax.jit(decode)(samples)))
     path = workdir / "samples" / f"step_{step}.png"
     grid = save_tiled(path, pixels)
     writer.write_images(step, {"samples": grid[None].astype(np.float32) / 255.0})
