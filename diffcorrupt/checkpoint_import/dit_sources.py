@@ -6,7 +6,9 @@ of ours, because our presets also fix what a state dict cannot show (the head co
 ratio). A diffusers folder states its head count, which is checked against the preset's.
 
 Nothing in a file is executed: ``.pt``/``.bin`` go through ``weights.torch_pickle`` and
-``.safetensors`` through ``safetensors.numpy``.
+``.safetensors`` through ``safetensors.numpy``. Nothing in it is trusted either: the geometry read
+from the tensors' shapes and from ``config.json`` is checked (a patch size of 0 would divide by
+zero) before anything is computed from it, each failure one sentence.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from diffcorrupt.checkpoint_import.dit_names import (
 )
 from diffcorrupt.errors import UserError
 from diffcorrupt.models.layers import sincos_2d
-from diffcorrupt.models.registry import DIT_SIZES, example_inputs, make_model
+from diffcorrupt.models.registry import DIT_PATCHES, DIT_SIZES, example_inputs, make_model
+from diffcorrupt.weights.safetensors_file import read_safetensors
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -110,15 +113,25 @@ def _read_facebook(path: Path) -> tuple[Tensors, _Geometry]:
     pickle an ``argparse.Namespace``, which the safe reader refuses to construct."""
     tensors = load_state_dict(path)
     what = "a facebookresearch DiT state dict"
-    hidden, channels, patch, _ = _need(tensors, "x_embedder.proj.weight", path, what).shape
+    embed = _need(tensors, "x_embedder.proj.weight", path, what)
+    if embed.ndim != 4 or embed.shape[2] != embed.shape[3] or embed.shape[2] not in DIT_PATCHES or min(embed.shape) < 1:
+        raise UserError(f"{path} has a patch embedding x_embedder.proj.weight of shape {list(embed.shape)}; a DiT's is "
+                        f"(hidden, channels, p, p) with p one of {', '.join(map(str, DIT_PATCHES))}")
+    hidden, channels, patch, _ = embed.shape
     depth = sum(1 for key in tensors if key.startswith("blocks.") and key.endswith(".adaLN_modulation.1.weight"))
-    out = _need(tensors, "final_layer.linear.weight", path, what).shape[0] // (patch * patch)
-    classes = _need(tensors, "y_embedder.embedding_table.weight", path, what).shape[0] - 1
+    final = _need(tensors, "final_layer.linear.weight", path, what)
+    table = _need(tensors, "y_embedder.embedding_table.weight", path, what)
+    if final.ndim != 2 or final.shape[0] % (patch * patch) or table.ndim != 2 or table.shape[0] < 2:
+        raise UserError(f"{path} has a final layer of shape {list(final.shape)} or a class table of shape "
+                        f"{list(table.shape)} that no DiT has (patch x patch x channels outputs; classes + 1 rows)")
     positions = _need(tensors, "pos_embed", path, what)
-    grid = int(round(np.sqrt(positions.shape[1])))
-    if positions.shape != (1, grid * grid, hidden) or not np.allclose(positions[0], sincos_2d(hidden, grid), atol=1e-5):
+    grid = int(round(np.sqrt(positions.shape[1]))) if positions.ndim == 3 else 0
+    # The shape is checked first: the table is computed only at the size the file already holds.
+    if positions.shape != (1, grid * grid, hidden) or grid < 1 or hidden % 4 \
+            or not np.allclose(positions[0], sincos_2d(hidden, grid), atol=1e-5):
         raise UserError(f"{path} has a position table of shape {list(positions.shape)} that is not the fixed 2-D "
                         f"sin-cos table of a {grid}x{grid} grid our DiT computes; it cannot be imported")
+    out, classes = final.shape[0] // (patch * patch), table.shape[0] - 1
     return tensors, _Geometry(hidden, depth, patch, channels, out, classes, grid * patch, None)
 
 
@@ -131,29 +144,49 @@ def _diffusers_folder(path: Path) -> Path:
 
 def _read_diffusers(path: Path) -> tuple[Tensors, _Geometry]:
     folder = _diffusers_folder(path)
-    config: dict[str, Any] = json.loads((folder / "config.json").read_text())
+    config = _config(folder / "config.json")
     if config.get("norm_type") != "ada_norm_zero" or not config.get("patch_size") or not config.get("num_embeds_ada_norm"):
         raise UserError(f"{folder / 'config.json'} is not a class-conditional DiT (it needs norm_type 'ada_norm_zero', "
                         "a patch_size and num_embeds_ada_norm); give a DiTTransformer2DModel folder")
+    where = folder / "config.json"
+    heads, head_dim, depth, patch, size, classes = (_config_int(config, key, None, where) for key in (
+        "num_attention_heads", "attention_head_dim", "num_layers", "patch_size", "sample_size", "num_embeds_ada_norm"))
+    channels = _config_int(config, "in_channels", 4, where)
+    if patch not in DIT_PATCHES or size % patch:
+        raise UserError(f"{where} sets patch_size {patch} and sample_size {size}; a DiT's patch size is one of "
+                        f"{', '.join(map(str, DIT_PATCHES))} and divides the sample size")
     tensors = _read_diffusers_weights(folder)
-    heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
-    channels = int(config.get("in_channels", 4))
-    geometry = _Geometry(hidden=heads * head_dim, depth=int(config["num_layers"]), patch=int(config["patch_size"]),
-                         in_channels=channels, out_channels=int(config.get("out_channels") or channels),
-                         num_classes=int(config["num_embeds_ada_norm"]), input_size=int(config["sample_size"]),
-                         num_heads=heads)
+    geometry = _Geometry(hidden=heads * head_dim, depth=depth, patch=patch, in_channels=channels,
+                         out_channels=_config_int(config, "out_channels", channels, where), num_classes=classes,
+                         input_size=size, num_heads=heads)
     _warn_unequal_embedders(tensors, geometry.depth, folder)
     return tensors, geometry
+
+
+def _config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as error:
+        raise UserError(f"{path} is not readable JSON ({ascii(str(error))[1:-1]}); download the model again") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a JSON {type(config).__name__}, not the object of a model config; "
+                        "download the model again")
+    return config
+
+
+def _config_int(config: dict[str, Any], key: str, default: int | None, path: Path) -> int:
+    """``config[key]`` (or ``default``; None or 0 also mean the default), a whole number from 1 up."""
+    value = config.get(key) or default
+    if type(value) is not int or value < 1:
+        raise UserError(f"{path} sets '{key}' to {ascii(config.get(key))[:40]}, where a DiT needs a whole number "
+                        "from 1 up")
+    return value
 
 
 def _read_diffusers_weights(folder: Path) -> Tensors:
     for name in DIFFUSERS_WEIGHTS:
         if (folder / name).is_file():
-            if name.endswith(".bin"):
-                return load_state_dict(folder / name)
-            from safetensors.numpy import load_file
-
-            return load_file(str(folder / name))
+            return load_state_dict(folder / name) if name.endswith(".bin") else read_safetensors(folder / name)
     raise UserError(f"{folder} holds none of {', '.join(DIFFUSERS_WEIGHTS)}; the download is incomplete")
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
-from safetensors.numpy import load_file
 
 from diffcorrupt.autoencoders.convert import import_diffusers
 from diffcorrupt.autoencoders.presets import AutoencoderConfig
@@ -48,6 +47,7 @@ from diffcorrupt.models.registry import example_inputs, model_from_config
 from diffcorrupt.models.text_encoder import ACTIVATIONS, TEXT_ENCODERS, EncoderShape
 from diffcorrupt.models.tokenizer import make_tokenizer
 from diffcorrupt.models.unet import OVERRIDABLE
+from diffcorrupt.weights.safetensors_file import read_safetensors
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
 PIPELINE = "LDMTextToImagePipeline"
@@ -156,9 +156,12 @@ def _check_layout(folder: Path) -> None:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as error:
         raise UserError(f"{path} is missing or not JSON ({error}); the download is incomplete") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; the download is damaged")
+    return config
 
 
 def _vocab(folder: Path) -> Path:
@@ -227,7 +230,7 @@ def _weights(folder: Path, names: tuple[str, ...]) -> Tensors:
     for name in names:
         path = folder / name
         if path.is_file():
-            return load_file(str(path)) if name.endswith(".safetensors") else load_state_dict(path)
+            return read_safetensors(path) if name.endswith(".safetensors") else load_state_dict(path)
     raise UserError(f"{folder} holds none of {', '.join(names)}; the download is incomplete")
 
 

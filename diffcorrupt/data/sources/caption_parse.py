@@ -29,11 +29,17 @@ def _table() -> dict[str, tuple[int, ...]]:
 
 def parse_caption(caption: str) -> tuple[int, ...]:
     """The attribute ids (count, size, colour, shape, position) that ``caption`` names; runs of
-    whitespace count as one space. Raises ``DataError`` for anything ``caption_of`` cannot produce."""
+    whitespace count as one space. Raises ``DataError`` for anything ``caption_of`` cannot produce; the
+    caption comes from a file, so the message shows it escaped (no newline or terminal escape of its
+    own) and cut to 80 characters."""
+    if not isinstance(caption, str):
+        raise DataError(f"a caption of type {type(caption).__name__} is not a captioned_shapes caption; captions are "
+                        f"text such as '{caption_of((1, 0, 0, 0, 0))}'")
     attrs = _table().get(" ".join(caption.split()))
     if attrs is None:
+        shown = ascii(caption[:80]) + ("..." if len(caption) > 80 else "")
         raise DataError(
-            f"caption '{caption}' is not a captioned_shapes caption; expect '<count> <size> <colour> <shape(s)> "
+            f"caption {shown} is not a captioned_shapes caption; expect '<count> <size> <colour> <shape(s)> "
             f"<position>', e.g. '{caption_of((1, 0, 0, 0, 0))}'"
         )
     return attrs
