@@ -179,6 +179,9 @@ def test_diffusers_layout_round_trip_and_refusals(tmp_path):
     safetensors.numpy.save_file(bad, str(tmp_path / "bad" / "diffusion_pytorch_model.safetensors"))
     with pytest.raises(UserError, match=r"encoder\.conv_in\.bias is missing, expected shape \[32\]"):
         import_diffusers(tmp_path / "bad")
+    (tmp_path / "bad" / "config.json").write_text(json.dumps([SMALL_VQ_DIFFUSERS]))
+    with pytest.raises(UserError, match="not an object of model settings"):
+        import_diffusers(tmp_path / "bad")
 
 
 def test_convert_tool_writes_a_loadable_folder(tmp_path, capsys, repo):

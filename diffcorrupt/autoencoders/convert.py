@@ -151,6 +151,9 @@ def _diffusers_config(folder: pathlib.Path) -> AutoencoderConfig:
         raise UserError(
             f"{path} is missing or not JSON ({error}); point --from at a diffusers autoencoder folder"
         ) from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} holds JSON but not an object of model settings; point --from at a diffusers "
+                        "autoencoder folder")
     kind = {"AutoencoderKL": "kl", "VQModel": "vq"}.get(raw.get("_class_name"))
     if kind is None:
         raise UserError(f"{path} describes a {raw.get('_class_name')!r}; only AutoencoderKL and VQModel are supported")
