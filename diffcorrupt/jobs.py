@@ -8,6 +8,7 @@ plain argparse (no global registry, so the demo and the tests can run several jo
 from __future__ import annotations
 
 import argparse
+import logging as std_logging
 import sys
 from typing import Callable, Sequence
 
@@ -50,11 +51,39 @@ def run(job: str, main: Callable[[list[str]], int | None], argv: Sequence[str] |
 
 
 def _quiet_checkpoint_library(record) -> bool:
-    """Keeps orbax's per-save chatter (a dozen INFO lines a checkpoint) out of a job's log."""
-    return record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
+    """Keeps orbax's per-save chatter (a dozen INFO lines a checkpoint) out of a job's log, and the
+    tracebacks of its warnings and errors: a save that fails is the job's one sentence, which
+    orbax's threads would otherwise precede with the same failure, once from each."""
+    if "/orbax/" not in record.pathname:
+        return True
+    record.exc_info = record.exc_text = None
+    return record.levelno >= logging.converter.STANDARD_WARNING
+
+
+def _not_an_orbax_task(record) -> bool:
+    """asyncio's "Task exception was never retrieved" for orbax's write tasks: the same failure again."""
+    return "/orbax/" not in record.getMessage()
+
+
+def _ignore_abandoned_checkpoint_io(hook):
+    """orbax's reads and writes that outlive the save or restore they served: when a save fails,
+    tensorstore still reports each write that was in flight to orbax's event loop, closed by then;
+    when a checkpoint does not read back, orbax's other reads of it fail unawaited. Python prints
+    each as an unraisable traceback (hundreds for one full disk) that says nothing the job has not
+    said already: the failed save's sentence, or the warning that the checkpoint does not read back."""
+
+    def unraisablehook(unraisable) -> None:
+        value, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+        closed_loop = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+        if not (closed_loop or (code is not None and "/orbax/" in code.co_filename)):
+            hook(unraisable)
+
+    return unraisablehook
 
 
 def log_progress() -> None:
     """INFO logging for long jobs (progress, metrics), without the checkpoint library's chatter."""
     logging.set_verbosity(logging.INFO)
     logging.get_absl_logger().addFilter(_quiet_checkpoint_library)
+    std_logging.getLogger("asyncio").addFilter(_not_an_orbax_task)
+    sys.unraisablehook = _ignore_abandoned_checkpoint_io(sys.unraisablehook)

@@ -1,5 +1,5 @@
 """Checkpoints: bitwise round trips (sync and async, typed PRNG keys), resuming on fewer devices, the
-keep policy, the data iterator's position, falling back past a corrupt checkpoint, the config
+keep policy, falling back past a corrupt checkpoint or one without its config, the config
 compatibility check, and storage failures as one-sentence errors."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,6 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from diffcorrupt.config.schema import base_config
-from diffcorrupt.data.pipeline import make_iterator
 from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.training.checkpoints import Checkpointer, check_compatible, storage_error
 
@@ -81,27 +81,22 @@ def config():
     return _data_config()
 
 
-@pytest.fixture
-def iterator(config):
-    return make_iterator(config)
-
-
 @pytest.mark.parametrize("async_save", [True, False])
-def test_round_trip_is_bitwise_with_typed_key(tmp_path, config, iterator, async_save):
+def test_round_trip_is_bitwise_with_typed_key(tmp_path, config, async_save):
     mesh = _mesh(8)
     state = _state(mesh)
     ckpt = Checkpointer(tmp_path, every_steps=5, keep=3, async_save=async_save)
     assert not ckpt.should_save(3) and ckpt.should_save(5)
-    assert not ckpt.save(3, state, config, iterator)
-    assert ckpt.save(5, state, config, iterator)
+    assert not ckpt.save(3, state, config)
+    assert ckpt.save(5, state, config)
     ckpt.wait()
-    assert not ckpt.save(5, state, config, iterator, force=True)  # a final save right after a periodic one
-    assert ckpt.save(6, state, config, iterator, force=True)
+    assert not ckpt.save(5, state, config, force=True)  # a final save right after a periodic one
+    assert ckpt.save(6, state, config, force=True)
     ckpt.close()
 
     resumed = Checkpointer(tmp_path, every_steps=5, keep=3)
     assert resumed.latest_step() == 6 and resumed.all_steps() == [5, 6]
-    restored, step = resumed.restore(_abstract(state, mesh), iterator)
+    restored, step = resumed.restore(_abstract(state, mesh))
     assert step == 6
     _assert_bitwise_equal(restored, state)
     assert jax.dtypes.issubdtype(restored["rng"].dtype, jax.dtypes.prng_key)
@@ -109,20 +104,20 @@ def test_round_trip_is_bitwise_with_typed_key(tmp_path, config, iterator, async_
     resumed.close()
 
 
-def test_no_checkpoint_restores_to_none(tmp_path, iterator):
+def test_no_checkpoint_restores_to_none(tmp_path):
     ckpt = Checkpointer(tmp_path, every_steps=1, keep=1)
     assert ckpt.latest_step() is None and ckpt.all_steps() == []
-    assert ckpt.restore(_abstract(_state(_mesh(8)), _mesh(8)), iterator) is None
+    assert ckpt.restore(_abstract(_state(_mesh(8)), _mesh(8))) is None
     with pytest.raises(UserError, match="no checkpoint"):
         ckpt.saved_config()
     ckpt.close()
 
 
 @pytest.mark.parametrize("num_devices", [4, 1])
-def test_restore_onto_fewer_devices(tmp_path, config, iterator, num_devices):
+def test_restore_onto_fewer_devices(tmp_path, config, num_devices):
     state = _state(_mesh(8))
     ckpt = Checkpointer(tmp_path, every_steps=1, keep=1)
-    ckpt.save(1, state, config, iterator)
+    ckpt.save(1, state, config)
     ckpt.close()
 
     target = _abstract(state, _mesh(num_devices))
@@ -134,47 +129,40 @@ def test_restore_onto_fewer_devices(tmp_path, config, iterator, num_devices):
     assert restored["params"]["w"].sharding.spec == P("d")
 
 
-def test_keep_policy(tmp_path, config, iterator):
+def test_keep_policy(tmp_path, config):
     state = {"x": jnp.zeros(4)}
     ckpt = Checkpointer(tmp_path, every_steps=1, keep=2, keep_every=4)
     for step in range(1, 11):
-        assert ckpt.save(step, state, config, iterator)
+        assert ckpt.save(step, state, config)
     ckpt.close()
     assert ckpt.all_steps() == [4, 8, 9, 10]
     on_disk = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert on_disk == [4, 8, 9, 10]
 
 
-def test_data_iterator_resumes_at_the_next_batch(tmp_path, config):
-    iterator = make_iterator(config)
-    for _ in range(3):
-        next(iterator)
-    ckpt = Checkpointer(tmp_path, every_steps=1, keep=1)
-    ckpt.save(3, {"x": jnp.zeros(2)}, config, iterator)
-    expected = [next(iterator) for _ in range(2)]  # before the async save is done: its position was taken at save()
-    ckpt.close()
-
-    fresh = make_iterator(config)
-    assert not np.array_equal(make_iterator(config).__next__()["index"], expected[0]["index"])  # a real resume
-    target = {"x": jax.ShapeDtypeStruct((2,), jnp.float32, sharding=NamedSharding(_mesh(8), P()))}
-    _, step = Checkpointer(tmp_path, every_steps=1, keep=1).restore(target, fresh)
-    assert step == 3
-    data_dir = tmp_path / "checkpoints" / "3" / "data"
-    assert [p.name for p in data_dir.glob("process_*.json")] == ["process_0-of-1.json"]
-    for want in expected:
-        got = next(fresh)
-        assert got.keys() == want.keys()
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key])
-
-
-def test_corrupt_newest_checkpoint_falls_back(tmp_path, config, iterator, caplog):
+def test_a_checkpoint_without_its_config_is_skipped_and_set_aside(tmp_path, config):
+    # Resuming from it would skip the check that the run is still the same run.
     mesh = _mesh(8)
     old, new = _state(mesh), jax.tree.map(lambda x: x, _state(mesh))
     new["step"] = jnp.int32(8)
     ckpt = Checkpointer(tmp_path, every_steps=1, keep=3)
-    ckpt.save(1, old, config, iterator)
-    ckpt.save(2, new, config, iterator)
+    ckpt.save(1, old, config)
+    ckpt.save(2, new, config)
+    ckpt.close()
+    shutil.rmtree(tmp_path / "checkpoints" / "2" / "config")
+    restored, step = Checkpointer(tmp_path, every_steps=1, keep=3).restore(_abstract(old, mesh))
+    assert step == 1
+    _assert_bitwise_equal(restored, old)
+    assert [p.name.split("-")[0] for p in (tmp_path / "checkpoints_unreadable").iterdir()] == ["2"]
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, config, caplog):
+    mesh = _mesh(8)
+    old, new = _state(mesh), jax.tree.map(lambda x: x, _state(mesh))
+    new["step"] = jnp.int32(8)
+    ckpt = Checkpointer(tmp_path, every_steps=1, keep=3)
+    ckpt.save(1, old, config)
+    ckpt.save(2, new, config)
     ckpt.close()
     newest = tmp_path / "checkpoints" / "2" / "state"
     for blob in newest.rglob("*"):
@@ -182,7 +170,7 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, config, iterator, caplog
             blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])  # a write cut off half-way
 
     with caplog.at_level(logging.WARNING):
-        restored, step = Checkpointer(tmp_path, every_steps=1, keep=3).restore(_abstract(old, mesh), iterator)
+        restored, step = Checkpointer(tmp_path, every_steps=1, keep=3).restore(_abstract(old, mesh))
     assert step == 1
     _assert_bitwise_equal(restored, old)
     assert any("step 2" in r.getMessage() and "does not read back" in r.getMessage() for r in caplog.records)
@@ -200,7 +188,7 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, config, iterator, caplog
 
     (tmp_path / "checkpoints" / "1" / "state" / "_METADATA").write_text("not json")
     with pytest.raises(UserError, match="none of the 2 checkpoints") as raised:
-        Checkpointer(tmp_path, every_steps=1, keep=3).restore(_abstract(old, mesh), iterator)
+        Checkpointer(tmp_path, every_steps=1, keep=3).restore(_abstract(old, mesh))
     assert "\n" not in str(raised.value)
 
 
@@ -245,10 +233,10 @@ class _DiskFull:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_failed_async_save_surfaces_from_wait(tmp_path, config, iterator, monkeypatch):
+def test_failed_async_save_surfaces_from_wait(tmp_path, config, monkeypatch):
     state = {"x": jnp.arange(4.0)}
     ckpt = Checkpointer(tmp_path, every_steps=1, keep=1, async_save=True)
-    ckpt.save(1, state, config, iterator)
+    ckpt.save(1, state, config)
     ckpt.wait()
 
     original = ocp.StandardCheckpointHandler.async_save
@@ -257,7 +245,7 @@ def test_failed_async_save_surfaces_from_wait(tmp_path, config, iterator, monkey
         return list(await original(self, *args, **kwargs) or []) + [_DiskFull()]
 
     monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", failing)
-    assert ckpt.save(2, state, config, iterator)  # returns at once; the write fails behind it
+    assert ckpt.save(2, state, config)  # returns at once; the write fails behind it
     intact = "step 2 .*No space left on device.*earlier checkpoints there are intact"
     with pytest.raises(UserError, match=intact) as raised:
         ckpt.wait()

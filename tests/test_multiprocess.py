@@ -4,7 +4,7 @@ of one process and restart, SIGTERM, resuming on other process counts, sampling,
 report.
 
 The runs are the tiny 16x16 DiT of ``train_runs`` for 20 steps, so that the file stays within a
-few minutes of CI, on one xdist worker (the runs share one module fixture). The longer matrix (4
+few minutes of CI, on one xdist worker (the runs share one fixture). The longer matrix (4
 processes, the report across processes) is marked ``long``: ``pytest -m long tests/test_multiprocess.py``.
 """
 
@@ -85,7 +85,7 @@ def _metrics(workdir: Path) -> list[dict]:
     return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "step" in r]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist's group keeps these tests on one worker, not in one stretch
 def two_processes(tmp_path_factory) -> Path:
     """An uninterrupted run on 2 processes x 2 devices, checkpoints at 5, 10, 15 and 20."""
     tmp = tmp_path_factory.mktemp("two_processes")
@@ -138,9 +138,7 @@ def test_a_two_process_checkpoint_resumes_on_another_process_count(two_processes
     state_a, batch_a = restore_state(two_processes, 20)
     state_b, batch_b = restore_state(workdir, 20)
     assert_close(state_a, state_b, rtol=1e-4, atol=1e-6)  # other device counts reduce in another order
-    assert_identical(batch_a, batch_b)  # the data went on at global batch 10
-    assert sorted(p.name for p in (workdir / "checkpoints" / "20" / "data").glob("process_*")) == [
-        f"process_{i}-of-{processes}.json" for i in range(processes)]
+    assert_identical(batch_a, batch_b)
 
 
 def test_sigterm_to_both_processes_saves_the_same_step_and_exits_zero(tmp_path):

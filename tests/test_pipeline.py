@@ -144,6 +144,18 @@ def test_process_p_holds_the_pth_block_of_the_global_batch():
             assert np.array_equal(part[key], whole[key][4 * p:4 * (p + 1)])
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_dataset_from_a_later_batch_serves_the_same_batches(num_workers, open_iterators):
+    # A resumed run reads on from the batch of its step, whatever trained the steps before.
+    config = small_config(num_examples=64, batch_size=16, ratio=0.25, mode="random", num_workers=num_workers)
+    for process_count in (1, 2):
+        full = make_dataset(config, process_index=process_count - 1, process_count=process_count)
+        later = make_iterator(config, process_index=process_count - 1, process_count=process_count, first_batch=5)
+        open_iterators.append(later)
+        for k in range(5, 10):  # across the epoch boundary at batch 8
+            assert rows(next(later)) == rows(full[k])
+
+
 def test_batch_not_divisible_by_process_count_is_a_config_error():
     from diffcorrupt.errors import ConfigError
 

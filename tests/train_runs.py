@@ -41,7 +41,8 @@ def wait_for(path: pathlib.Path, process: subprocess.Popen, timeout: float = 300
 
 
 def restore_state(workdir, step: int, overrides=()):
-    """(state, next batch) saved at ``step`` in ``workdir``, restored in this process (1 device)."""
+    """(state, next batch) saved at ``step`` in ``workdir``, restored in this process (1 device) as
+    the train job restores them."""
     config = load_config(str(REPO / "configs/fmnist.py:tiny"), [a[len("--config."):] for a in SMALL[1:]] + list(overrides))
     config.mesh.data = 1
     mesh = make_mesh(config.mesh, jax.devices()[:1])
@@ -49,13 +50,12 @@ def restore_state(workdir, step: int, overrides=()):
     shape, num_classes = input_spec(config, view.source)
     model = model_from_config(config, shape, num_classes)
     state, _ = create_state(model, make_optimizer(config.train)[0], shape, config.seed, mesh, DEFAULT_RULES)
-    iterator = make_iterator(config, source=view)
     checkpointer = Checkpointer(workdir, every_steps=10**9, keep=100, async_save=False)
     assert checkpointer.latest_step() == step
-    restored, restored_step = checkpointer.restore(abstract_state(state), iterator)
+    restored, restored_step = checkpointer.restore(abstract_state(state))
     checkpointer.close()
     assert restored_step == step
-    return jax.device_get(restored), next(iterator)
+    return jax.device_get(restored), next(make_iterator(config, source=view, first_batch=int(restored.step)))
 
 
 def assert_identical(a, b) -> None:

@@ -79,10 +79,11 @@ def make_dataset(
     process_index: int = 0,
     process_count: int = 1,
     source: CorruptedSource | None = None,
+    first_batch: int = 0,
 ) -> grain.MapDataset:
-    """The per-process batched ``MapDataset`` (random access to any future batch). Every process's
-    has the same batches in the same places, only another block of each, so one process's
-    iterator state is every process's, on any process count."""
+    """The per-process batched ``MapDataset`` (random access to any future batch) from global batch
+    ``first_batch`` on: a run resumed at step s reads on from batch s, whatever the processes,
+    devices or workers that trained its first s steps."""
     data = config.data
     source = corrupted_source(config) if source is None else source
     global_batch = config.train.batch_size
@@ -97,7 +98,7 @@ def make_dataset(
     ds = ds.map_with_index(_WithEpoch(len(source)))
     if data.num_epochs:  # whole global batches only, so every process serves the same steps
         ds = ds[: len(ds) // global_batch * global_batch]
-    ds = ds.batch(global_batch, drop_remainder=True)
+    ds = ds.batch(global_batch, drop_remainder=True)[first_batch:]
     ds = ds.map(_ProcessBlock(process_index, process_count))
     meta = getattr(source.source, "meta", None) or {}
     preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed,

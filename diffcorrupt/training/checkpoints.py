@@ -1,20 +1,21 @@
 """Checkpoints: one orbax ``CheckpointManager`` over ``<workdir>/checkpoints``.
 
-Each step directory holds three items, so that a run resumes exactly where it stopped:
+Each step directory holds two items, so that a run resumes exactly where it stopped:
 
 - ``state``: the train state pytree (params, EMA, optimizer state, step, PRNG key), written by
   orbax's ``StandardCheckpointHandler`` and restored into an abstract target *with shardings*, so
   a run saved on 8 devices resumes on 4 or 1. Typed PRNG keys (``jax.random.key``) need no
   special care: orbax stores their uint32 key data and rebuilds the typed key on restore.
 - ``config``: ``config.to_dict()`` as JSON, to refuse a resume that would silently change the run.
-- ``data``: the grain iterator state of every process (grain's own orbax handler writes one
-  ``process_<i>-of-<n>.json`` per process), so the next batch after a resume is the one that
-  would have come next. A run resumed on another number of processes finds no state of its own
-  there and takes process 0's: the processes' datasets differ only in which block of each global
-  batch they read, so any one's position is every one's.
 
-Restore never deletes anything: a checkpoint that does not read back (truncated, corrupted, an
-item missing) is skipped with a warning and the previous one is tried; once one reads back, the
+The data position needs no item of its own: every step consumes one global batch, and global
+batch k is a pure function of (config, k), so the step restored is where the data resumes
+(``make_iterator(..., first_batch=step)``), on any number of processes, devices or grain
+workers. grain's own iterator state, which earlier checkpoints also held, has a different shape
+for each worker count and process, so a run could not resume after changing either.
+
+Restore never deletes anything: a checkpoint that does not read back (truncated, corrupted, its
+state or its config missing) is skipped with a warning and the previous one is tried; once one reads back, the
 unreadable newer ones are moved to ``<workdir>/checkpoints_unreadable/`` so that the resumed run
 can save those steps again.
 """
@@ -29,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, TypeVar
 
-import grain
-import grain.checkpoint
 import jax
 import ml_collections
 import numpy as np
@@ -65,11 +64,10 @@ _STORAGE_STATUS = re.compile(
 )
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _PAYLOAD = re.compile(r" \[[a-z_]+(?:\[\d+\])?=")
-_PROCESS_STATE = re.compile(r"process_\d+-of-(\d+)\.json")  # grain's file for one process's iterator state
 
 
 class Checkpointer:
-    """Saves and restores (state, config, per-process data iterator state) in one workdir."""
+    """Saves and restores (state, config) in one workdir."""
 
     def __init__(
         self,
@@ -94,20 +92,15 @@ class Checkpointer:
             save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(preserve),
             enable_async_checkpointing=async_save,
-            # Created in the background, a step directory that cannot be made (read-only disk)
-            # leaves the grain item waiting 300 s for a signal that never comes (orbax 0.12.8);
-            # made up front, the failure is an OSError from save() at once.
+            # Made up front, a step directory that cannot be made (read-only disk) fails save()
+            # at once with an OSError, rather than in the background later.
             async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
             create=False,
         )
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=options,
-            item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
-                "config": ocp.JsonCheckpointHandler(),
-                "data": grain.checkpoint.CheckpointHandler(),
-            },
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()},
         )
         self._pending: int | None = None  # the step whose async save may still be running
 
@@ -115,15 +108,7 @@ class Checkpointer:
         """True at every ``every_steps``-th step not saved yet."""
         return self._manager.should_save(step)
 
-    def save(
-        self,
-        step: int,
-        state: Any,
-        config: ml_collections.ConfigDict,
-        data_iterator: grain.DatasetIterator,
-        *,
-        force: bool = False,
-    ) -> bool:
+    def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
         """Starts saving ``step`` when the interval says so, or now when ``force``; False if it did not
         save (not due, or that step is already saved, e.g. a final save right after a periodic one).
 
@@ -133,11 +118,7 @@ class Checkpointer:
         self.wait()
         if step in self._manager.all_steps() or not (force or self.should_save(step)):
             return False
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(config.to_dict()),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict()))
         try:
             saved = self._manager.save(step, args=args, force=True)
         except Exception as err:
@@ -166,48 +147,22 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def restore(
-        self, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None
-    ) -> tuple[Any, int] | None:
+    def restore(self, abstract_state: Any) -> tuple[Any, int] | None:
         """Restores the newest readable checkpoint: (state, step), or None when there is none.
 
         ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with ``.sharding`` set: arrays
-        come back in those shardings, whatever mesh wrote them. ``data_iterator``, when given, is
-        set to the saved position of this process (the sampler passes none), or of process 0 when
-        another number of processes wrote the checkpoint.
+        come back in those shardings, whatever mesh wrote them. The config is read too, so that a
+        checkpoint without one counts as unreadable rather than resuming unchecked.
         """
         self.wait()
-        state_only = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-
-        def read(step: int) -> Any:
-            if data_iterator is None:
-                return self._manager.restore(step, args=state_only).state
-            written_by = self._data_process_count(step)
-            if written_by in (None, jax.process_count()):  # a missing item fails here, as it should
-                args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                          data=grain.checkpoint.CheckpointRestore(data_iterator))
-                return self._manager.restore(step, args=args).state
-            state = self._manager.restore(step, args=state_only).state
-            saved = self.directory / str(step) / "data" / f"process_0-of-{written_by}.json"
-            data_iterator.set_state(json.loads(saved.read_text()))
-            logging.info("the checkpoint of step %d was written by %d processes; each of the %d now starts from "
-                         "process 0's data position", step, written_by, jax.process_count())
-            return state
-
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore())
         steps = self.all_steps()
-        found = self._newest_readable(steps, read)
+        found = self._newest_readable(steps, lambda step: self._manager.restore(step, args=args))
         if found is None:
             return None
-        step, state = found
+        step, restored = found
         self._set_aside([s for s in steps if s > step])
-        return state, step
-
-    def _data_process_count(self, step: int) -> int | None:
-        """How many processes wrote the step's data item (grain's ``process_<i>-of-<n>.json``
-        files); None when it holds none."""
-        data = self.directory / str(step) / "data"
-        counts = {int(m.group(1)) for m in map(_PROCESS_STATE.fullmatch, os.listdir(data) if data.is_dir() else []) if m}
-        return counts.pop() if len(counts) == 1 else None
+        return restored.state, step
 
     def _set_aside(self, steps: list[int]) -> None:
         """Moves checkpoints that did not read back to ``<workdir>/checkpoints_unreadable/``: kept
@@ -335,5 +290,7 @@ def _cause(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     if not text:
         return type(err).__name__
-    # tensorstore appends its whole spec as " [tensorstore_spec='{...}']" payloads: noise here.
-    return f"{type(err).__name__}: {_PAYLOAD.split(text[0], 1)[0][:500]}"
+    # tensorstore appends its whole spec as " [tensorstore_spec='{...}']" payloads, or a pointer to
+    # its details that prints as a bound pybind method: noise here.
+    first = _PAYLOAD.split(text[0], 1)[0].split(" See full TensorStore details", 1)[0]
+    return f"{type(err).__name__}: {first[:500]}"

@@ -1,9 +1,9 @@
 """The training loop: data -> sharded step -> metrics, previews and checkpoints, resumable.
 
-Everything the run depends on is in the workdir: orbax checkpoints (state, config, every
-process's data-iterator state), TensorBoard events and ``metrics.jsonl``. Starting the same
-command again resumes from the newest readable checkpoint, with the same next batch. SIGTERM (a
-preemption notice) saves the current step and ends the run cleanly.
+Everything the run depends on is in the workdir: orbax checkpoints (state and config),
+TensorBoard events and ``metrics.jsonl``. Starting the same command again resumes from the newest
+readable checkpoint, with the same next batch (global batch k is a function of the config and k
+alone). SIGTERM (a preemption notice) saves the current step and ends the run cleanly.
 """
 
 from __future__ import annotations
@@ -100,13 +100,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
         write_model_spec(workdir_path, input_shape, num_classes, (meta.get("autoencoder") or {}).get("path"))
     mesh, rules, model, tokenizer, state = run.mesh, run.rules, run.model, run.tokenizer, run.state
 
-    iterator = make_iterator(config, process_index=jax.process_index(), process_count=jax.process_count(), source=view)
     if checkpointer.latest_step() is not None:
-        restored = checkpointer.restore(abstract_state(state), iterator)
+        restored = checkpointer.restore(abstract_state(state))
         if restored is not None:
             state, step = restored
             logging.info("resumed from the checkpoint of step %d in %s", step, workdir_path / "checkpoints")
     first_step = int(state.step)
+    iterator = make_iterator(config, process_index=jax.process_index(), process_count=jax.process_count(),
+                             source=view, first_batch=first_step)  # one global batch a step
     writer = metric_writers.create_default_writer(workdir_path, just_logging=jax.process_index() > 0)
     jsonl = JsonlWriter(workdir_path / "metrics.jsonl", resume_step=first_step) if jax.process_index() == 0 else None
     if first_step == 0:
@@ -144,10 +145,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
                               writer, mesh, decode)
             if checkpointer.should_save(step):
                 _guard(state)
-                checkpointer.save(step, state, config, iterator)
+                checkpointer.save(step, state, config)
             interval.excluded += time.perf_counter() - side_start
         _guard(state)
-        checkpointer.save(step, state, config, iterator, force=True)
+        checkpointer.save(step, state, config, force=True)
         checkpointer.wait()
     finally:
         preemption.restore()
