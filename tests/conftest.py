@@ -1,15 +1,24 @@
 """Test set-up: 8 simulated CPU devices and the jobs' XLA:CPU flags (set before JAX starts a backend),
-and platform markers."""
+one persistent compilation cache for the session, and platform markers.
+
+The cache is shared by the xdist workers and every job the tests start in a subprocess (they
+inherit the environment): many of those compile the same train step or sampler again, which is
+the same executable, loaded instead of rebuilt. It is removed when the session ends.
+"""
 
 import os
+import pathlib
+import shutil
+import tempfile
 
 from diffcorrupt.xla_cpu_flags import add_cpu_flags
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 add_cpu_flags()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import pathlib  # noqa: E402
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session (the workers inherit it)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="diffcorrupt-tests-compile-cache-")
+    os.environ["DIFFCORRUPT_TESTS_OWN_COMPILE_CACHE"] = str(os.getpid())
 
 import pytest  # noqa: E402
 
@@ -29,3 +38,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def repo() -> pathlib.Path:
     return REPO
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("DIFFCORRUPT_TESTS_OWN_COMPILE_CACHE") == str(os.getpid()):  # made here, not the user's
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -30,7 +30,6 @@ from hostile_pickles import BUILD, REDUCE, TRUE, WEIGHT, dct, glob, plain_tensor
 from diffcorrupt.errors import UserError
 from diffcorrupt.weights import torch_pickle
 
-pytestmark = pytest.mark.xdist_group("hostile")  # each category is read once, by one worker
 HOSTILE_FILES = counts()  # hostile files per category
 RUNNER = pathlib.Path(__file__).with_name("hostile_runner.py")
 _results: dict[str, dict[str, dict]] = {}
@@ -66,7 +65,7 @@ def _read_in_child(jobs: list[dict]) -> dict[str, dict]:
 
 
 def _category(category: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Every case of ``category``, written and read once (the module runs on one xdist worker)."""
+    """Every case of ``category``, written and read once by each xdist worker that needs it."""
     if category not in _results:
         _results[category] = _read_category(category, tmp_path_factory.mktemp(f"hostile-{category}"))
     return _results[category]

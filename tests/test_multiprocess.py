@@ -4,12 +4,14 @@ of one process and restart, SIGTERM, resuming on other process counts, sampling,
 report.
 
 The runs are the tiny 16x16 DiT of ``train_runs`` for 20 steps, so that the file stays within a
-few minutes of CI, on one xdist worker (the runs share one fixture). The longer matrix (4
+few minutes of CI (the runs share one fixture). The longer matrix (4
 processes, the report across processes) is marked ``long``: ``pytest -m long tests/test_multiprocess.py``.
 """
 
 import csv
+import fcntl
 import json
+import os
 import re
 import shutil
 import signal
@@ -27,7 +29,6 @@ from diffcorrupt.parallel.local_processes import free_port
 from diffcorrupt.report.batch import run_batch
 from train_runs import REPO, SMALL, assert_close, assert_identical, env_with_devices, restore_state, wait_for
 
-pytestmark = pytest.mark.xdist_group("multiprocess")
 STEPS = ["--config.train.num_steps=20", "--config.checkpoint.every_steps=5", "--config.checkpoint.keep=10",
          "--config.train.log_every=1"]
 
@@ -85,11 +86,19 @@ def _metrics(workdir: Path) -> list[dict]:
     return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "step" in r]
 
 
-@pytest.fixture(scope="session")  # once: xdist's group keeps these tests on one worker, not in one stretch
+@pytest.fixture(scope="session")
 def two_processes(tmp_path_factory) -> Path:
-    """An uninterrupted run on 2 processes x 2 devices, checkpoints at 5, 10, 15 and 20."""
-    tmp = tmp_path_factory.mktemp("two_processes")
-    _train(tmp, tmp / "run", 2, 2).check()
+    """An uninterrupted run on 2 processes x 2 devices, checkpoints at 5, 10, 15 and 20: trained
+    once a session, by whichever xdist worker needs it first (the others wait at a file lock)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    tmp = shared / "two_processes"
+    with open(shared / "two_processes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (tmp / "run" / "checkpoints" / "20" / "commit_success.txt").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            _train(tmp, tmp / "run", 2, 2).check()
     return tmp / "run"
 
 

@@ -30,16 +30,16 @@ def _start(workdir, *extra, devices=1):
 
 
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
-    steps = ["--config.train.num_steps=240", "--config.checkpoint.every_steps=60", "--config.checkpoint.keep=10"]
+    steps = ["--config.train.num_steps=120", "--config.checkpoint.every_steps=30", "--config.checkpoint.keep=10"]
     _train(tmp_path / "straight", *steps)
     process = _start(tmp_path / "killed", *steps)
-    wait_for(tmp_path / "killed" / "checkpoints" / "120" / "commit_success.txt", process)
+    wait_for(tmp_path / "killed" / "checkpoints" / "60" / "commit_success.txt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = _summary(_train(tmp_path / "killed", *steps))
-    assert 120 <= resumed["first_step"] < 240 and resumed["last_step"] == 240
-    state_a, batch_a = restore_state(tmp_path / "straight", 240)
-    state_b, batch_b = restore_state(tmp_path / "killed", 240)
+    assert 60 <= resumed["first_step"] < 120 and resumed["last_step"] == 120
+    state_a, batch_a = restore_state(tmp_path / "straight", 120)
+    state_b, batch_b = restore_state(tmp_path / "killed", 120)
     assert_identical(state_a, state_b)  # params, EMA, optimizer state, step, key
     assert_identical(batch_a, batch_b)  # and the next batch of data
 
