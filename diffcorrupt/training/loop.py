@@ -118,7 +118,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
         captions = [] if tokenizer is None else [view.source[i]["caption"] for i in range(min(GRID, len(view)))]
         preview_cond = preview_conditions(num_classes, tokenizer, captions)
         autoencoder = (meta.get("autoencoder") or {}).get("path")
-        if autoencoder:  # latents are previewed through the autoencoder that made them
+        if autoencoder and jax.process_index() == 0:  # previewed through the autoencoder that made them
             decode = load_autoencoder(autoencoder).decode_latents
     preemption = Preemption()
     interval = _Interval()
