@@ -4,9 +4,10 @@ full (``python tools/reliability.py kills --kills=20`` and the rows named in its
 Covered here because no other test covers them: kill -9 *during* asynchronous checkpoint saves
 (bitwise resume, nothing lost), a disk that fills during a save, a workdir that turns read-only
 mid-run, a checkpoint with a missing item or from another model, the corruption and the training
-with 0 and 2 grain workers, and a resume with another worker count. Covered elsewhere: SIGKILL between saves, SIGTERM, 8 -> 4 -> 1 devices, a
-truncated newest checkpoint, an incompatible config, a NaN step (tests/test_train_job.py), and no
-checkpoint reading back (tests/test_checkpoints.py).
+with 0 and 2 grain workers, and a resume with another worker count. Covered elsewhere: SIGKILL
+between saves (tests/test_multiprocess.py), SIGTERM, 8 -> 4 -> 1 devices, a truncated newest
+checkpoint, an incompatible config, a NaN step (tests/test_train_job.py), and no checkpoint reading
+back (tests/test_checkpoints.py).
 
 The train jobs share one JAX compilation cache, so each compiles the step once per model.
 """
