@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging as std_logging
 import sys
+import traceback
 from typing import Callable, Sequence
 
 import ml_collections
@@ -61,8 +62,16 @@ def _quiet_checkpoint_library(record) -> bool:
 
 
 def _not_an_orbax_task(record) -> bool:
-    """asyncio's "Task exception was never retrieved" for orbax's write tasks: the same failure again."""
-    return "/orbax/" not in record.getMessage()
+    """asyncio's "exception was never retrieved" for orbax's reads and writes and tensorstore's
+    futures under them (raised in C++: no Python frame), logged as the loop lets them go, after the
+    job's sentence: the same failure again. The jobs' own code starts no asyncio work."""
+    message = record.getMessage()
+    if "/orbax/" in message:
+        return False
+    frames = traceback.extract_tb(record.exc_info[2]) if record.exc_info else []
+    if "exception was never retrieved" in message and not frames:
+        return False
+    return not any("/orbax/" in frame.filename for frame in frames)
 
 
 def _ignore_abandoned_checkpoint_io(hook):

@@ -13,8 +13,10 @@ The train jobs share one JAX compilation cache, so each compiles the step once p
 """
 
 import importlib.util
+import logging
 import pathlib
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -192,6 +194,40 @@ def test_a_foreign_checkpoint_resumed_with_allow_config_change_is_skipped_and_ke
     assert (result["rc"], result["first_step"], result["last_step"]) == (0, 30, 40), result["message"]
     assert result["fell_back_past"] == [35] and result["set_aside"] == [35] and result["files_lost"] == []
     assert result["as_documented"] and result["tracebacks"] == 0
+
+
+def test_no_checkpoint_reading_back_is_one_sentence_last_and_no_traceback(base, compile_cache, tmp_path):
+    """Every state truncated: the job's sentence is the last line, not followed by asyncio's reports
+    of orbax's reads that the failed restores left behind."""
+    args = ["--config.checkpoint.every_steps=5", "--config.checkpoint.keep=100"]
+    result = reliability.item_case("none_reads", base=base, root=tmp_path, env=reliability.job_env(1, compile_cache),
+                                   args=args)
+    assert result["rc"] == 2 and "none of the 4 checkpoints" in result["message"], result["message"]
+    assert result["sentence_is_last_line"] and result["tracebacks"] == 0
+    assert result["set_aside"] == [] and result["files_lost"] == []
+
+
+def _failure_in(filename):
+    try:
+        exec(compile("raise ValueError('OUT_OF_RANGE')", filename, "exec"))
+    except ValueError:
+        return sys.exc_info()
+
+
+@pytest.mark.parametrize("message, failure, dropped", [
+    ("_GatheringFuture exception was never retrieved", "/venv/site-packages/orbax/checkpoint/serialization.py", True),
+    ("Task exception was never retrieved\nfuture: <Task coro=<read() running at /venv/orbax/io.py:3>>", None, True),
+    ("_GatheringFuture exception was never retrieved", "/work/project/loader.py", False),
+    ("Future exception was never retrieved\nfuture: <Future finished exception=ValueError('OUT_OF_RANGE')>", "", True),
+    ("Executing <Task pending> took 0.2 seconds", None, False),
+])
+def test_asyncio_reports_of_orbax_io_left_behind_are_dropped_and_no_others(message, failure, dropped):
+    from diffcorrupt import jobs
+
+    # failure: the file the exception was raised in; "" for tensorstore's futures (C++, no frame); None: none
+    exc_info = None if failure is None else _failure_in(failure) if failure else (ValueError, ValueError("x"), None)
+    record = logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1, message, None, exc_info)
+    assert jobs._not_an_orbax_task(record) is not dropped
 
 
 def test_the_corruption_and_the_run_are_identical_with_0_and_2_workers_and_resume_across(tmp_path, compile_cache):

@@ -76,7 +76,7 @@ def test_a_trained_text_model_draws_the_colour_its_caption_names(tmp_path):
     images = read_shards(pathlib.Path(folder))["arr_0"].astype(np.float64)
     redness = (images[..., 0] - images[..., 2]).mean(axis=(1, 2))  # R - B: +180 for red, -195 for blue
     asked_red, asked_blue = redness[0::2], redness[1::2]
-    # Measured (400 steps on 1 device, DDIM 10, guidance 3): 8 of 8 red and 7 of 8 blue, means +244 and -195. A model blind to
-    # its caption draws both halves from one distribution: equal means, and each sign about half the time.
+    # Measured (400 steps on 1 device, DDIM 10, guidance 3): 8 of 8 red and 7 of 8 blue, means +244 and -195. A
+    # model blind to its caption draws both halves from one distribution: equal means, each sign about half the time.
     assert (asked_red > 0).mean() >= 0.75 and (asked_blue < 0).mean() >= 0.75, (asked_red, asked_blue)
     assert asked_red.mean() - asked_blue.mean() > 150, (asked_red.mean(), asked_blue.mean())
