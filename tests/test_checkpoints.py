@@ -140,8 +140,8 @@ def test_keep_policy(tmp_path, config):
     assert on_disk == [4, 8, 9, 10]
 
 
-def test_a_checkpoint_without_its_config_is_skipped_and_set_aside(tmp_path, config):
-    # Resuming from it would skip the check that the run is still the same run.
+def _two_checkpoints(tmp_path, config) -> tuple[Mesh, dict]:
+    """Steps 1 and 2 saved on 8 devices; (the mesh, the state of step 1)."""
     mesh = _mesh(8)
     old, new = _state(mesh), jax.tree.map(lambda x: x, _state(mesh))
     new["step"] = jnp.int32(8)
@@ -149,6 +149,12 @@ def test_a_checkpoint_without_its_config_is_skipped_and_set_aside(tmp_path, conf
     ckpt.save(1, old, config)
     ckpt.save(2, new, config)
     ckpt.close()
+    return mesh, old
+
+
+def test_a_checkpoint_without_its_config_is_skipped_and_set_aside(tmp_path, config):
+    # Resuming from it would skip the check that the run is still the same run.
+    mesh, old = _two_checkpoints(tmp_path, config)
     shutil.rmtree(tmp_path / "checkpoints" / "2" / "config")
     restored, step = Checkpointer(tmp_path, every_steps=1, keep=3).restore(_abstract(old, mesh))
     assert step == 1
@@ -157,13 +163,7 @@ def test_a_checkpoint_without_its_config_is_skipped_and_set_aside(tmp_path, conf
 
 
 def test_corrupt_newest_checkpoint_falls_back(tmp_path, config, caplog):
-    mesh = _mesh(8)
-    old, new = _state(mesh), jax.tree.map(lambda x: x, _state(mesh))
-    new["step"] = jnp.int32(8)
-    ckpt = Checkpointer(tmp_path, every_steps=1, keep=3)
-    ckpt.save(1, old, config)
-    ckpt.save(2, new, config)
-    ckpt.close()
+    mesh, old = _two_checkpoints(tmp_path, config)
     newest = tmp_path / "checkpoints" / "2" / "state"
     for blob in newest.rglob("*"):
         if blob.is_file() and blob.parent.name == "d":

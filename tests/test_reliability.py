@@ -18,7 +18,6 @@ import pathlib
 import shutil
 import sys
 
-import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -510,32 +510,14 @@ def disk_full(*, root: Path, size_mb: int = 150, steps: int = 60, every: int = 5
         extra = [f"--config.train.num_steps={steps}", f"--config.checkpoint.every_steps={every}",
                  "--config.checkpoint.keep=100"]
         full = _failed_save(train(workdir, extra, root / "logs", "disk_full", env))
-        committed = [s for s in step_dirs(workdir)]
+        committed = step_dirs(workdir)
         leftovers = tmp_entries(workdir)
         reader = reader or StateReader()
         restored = _restores(reader, workdir, committed)
         _mount("-o", "remount,size=2g", str(mount))  # space freed
         again = train(workdir, extra, root / "logs", "disk_freed", env)
-        summary = again.summary() or {}
-        result = {
-            "row": "disk full during a save",
-            "tmpfs_mb": size_mb,
-            **full,
-            "earlier_checkpoints": committed,
-            "earlier_readable": restored["readable"],
-            "restored_step": restored["restored_step"],
-            "tmp_dirs_left_after_failure": leftovers,
-            "rerun_rc": again.process.returncode,
-            "rerun_first_step": summary.get("first_step"),
-            "rerun_last_step": summary.get("last_step"),
-            "rerun_tracebacks": tracebacks(again.stderr),
-            "wall_s": round(time.monotonic() - start, 1),
-        }
-        result["ok"] = bool(full["rc"] == 2 and full["one_sentence"] and "No space left" in full["message"]
-                            and not full["tracebacks"] and committed and restored["readable"] == committed
-                            and restored["restored_step"] == max(committed) and again.process.returncode == 0
-                            and summary.get("first_step") == max(committed) and summary.get("last_step") == steps)
-        return result
+        return _storage_row({"row": "disk full during a save", "tmpfs_mb": size_mb}, "No space left", full,
+                            committed, restored, leftovers, again, steps, start)
     finally:
         _umount(mount)
 
@@ -592,15 +574,24 @@ def read_only(*, root: Path, every: int = 5, ro_after: int = 10, compile_cache: 
     leftovers = tmp_entries(workdir)
     reader = reader or StateReader()
     restored = _restores(reader, workdir, committed)
-    resume_to = max(committed) + 2 * every
-    again, summary = None, {}
+    resume_to = max(committed, default=0) + 2 * every
+    again = None
     if rerun:
         rerun_extra = [f"--config.train.num_steps={resume_to}", *extra[1:]]
         again = train(workdir, rerun_extra, root / "logs", "read_only_rerun", env)
-        summary = again.summary() or {}
+    return _storage_row({"row": "read-only workdir during a run", "read_only_from_step": made_read_only_at},
+                        "Read-only", failed, committed, restored, leftovers, again, resume_to, start)
+
+
+def _storage_row(head: dict[str, Any], cause: str, failed: dict[str, Any], committed: list[int],
+                 restored: dict[str, Any], leftovers: list[str], again: Job | None, rerun_to: int,
+                 start: float) -> dict[str, Any]:
+    """Rows 2a and 2b: the failed save (one sentence naming ``cause``, no traceback), the checkpoints
+    before it (all read back, the newest restored) and the rerun, if any (from the newest to
+    ``rerun_to``)."""
+    summary = (again.summary() or {}) if again else {}
     result = {
-        "row": "read-only workdir during a run",
-        "read_only_from_step": made_read_only_at,
+        **head,
         **failed,
         "earlier_checkpoints": committed,
         "earlier_readable": restored["readable"],
@@ -612,11 +603,11 @@ def read_only(*, root: Path, every: int = 5, ro_after: int = 10, compile_cache: 
         "rerun_tracebacks": tracebacks(again.stderr) if again else None,
         "wall_s": round(time.monotonic() - start, 1),
     }
-    rerun_ok = not rerun or (again.process.returncode == 0 and summary.get("first_step") == max(committed)
-                             and summary.get("last_step") == resume_to)
-    result["ok"] = bool(rerun_ok and failed["rc"] == 2 and failed["one_sentence"] and "Read-only" in failed["message"]
-                        and not failed["tracebacks"] and committed and restored["readable"] == committed
-                        and restored["restored_step"] == max(committed))
+    rerun_ok = again is None or (again.process.returncode == 0 and summary.get("last_step") == rerun_to
+                                 and summary.get("first_step") == max(committed, default=None))
+    result["ok"] = bool(committed and rerun_ok and failed["rc"] == 2 and failed["one_sentence"]
+                        and cause in failed["message"] and not failed["tracebacks"]
+                        and restored["readable"] == committed and restored["restored_step"] == max(committed))
     return result
 
 

@@ -10,7 +10,6 @@ so both layouts share one table; the first missing or misshapen tensor is named 
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 from typing import Callable
@@ -22,6 +21,7 @@ import safetensors.numpy
 from diffcorrupt.autoencoders.presets import AutoencoderConfig, preset as preset_config
 from diffcorrupt.autoencoders.storage import param_shapes, unflatten_params
 from diffcorrupt.errors import UserError
+from diffcorrupt.weights.json_settings import read_json_object
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
 MODEL_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.")
@@ -145,15 +145,7 @@ def import_compvis(ckpt_path: str | pathlib.Path, preset: str) -> tuple[Autoenco
 
 def _diffusers_config(folder: pathlib.Path) -> AutoencoderConfig:
     path = folder / "config.json"
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"{path} is missing or not JSON ({error}); point --from at a diffusers autoencoder folder"
-        ) from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} holds JSON but not an object of model settings; point --from at a diffusers "
-                        "autoencoder folder")
+    raw = read_json_object(path, "point --from at a diffusers autoencoder folder")
     kind = {"AutoencoderKL": "kl", "VQModel": "vq"}.get(raw.get("_class_name"))
     if kind is None:
         raise UserError(f"{path} describes a {raw.get('_class_name')!r}; only AutoencoderKL and VQModel are supported")

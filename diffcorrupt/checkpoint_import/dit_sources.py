@@ -14,7 +14,6 @@ zero) before anything is computed from it, each failure one sentence.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from diffcorrupt.checkpoint_import.dit_names import (
 from diffcorrupt.errors import UserError
 from diffcorrupt.models.layers import sincos_2d
 from diffcorrupt.models.registry import DIT_PATCHES, DIT_SIZES, example_inputs, make_model
+from diffcorrupt.weights.json_settings import read_json_object
 from diffcorrupt.weights.safetensors_file import read_safetensors
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
@@ -144,7 +144,7 @@ def _diffusers_folder(path: Path) -> Path:
 
 def _read_diffusers(path: Path) -> tuple[Tensors, _Geometry]:
     folder = _diffusers_folder(path)
-    config = _config(folder / "config.json")
+    config = read_json_object(folder / "config.json", "download the model again")
     if config.get("norm_type") != "ada_norm_zero" or not config.get("patch_size") or not config.get("num_embeds_ada_norm"):
         raise UserError(f"{folder / 'config.json'} is not a class-conditional DiT (it needs norm_type 'ada_norm_zero', "
                         "a patch_size and num_embeds_ada_norm); give a DiTTransformer2DModel folder")
@@ -163,15 +163,6 @@ def _read_diffusers(path: Path) -> tuple[Tensors, _Geometry]:
     return tensors, geometry
 
 
-def _config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as error:
-        raise UserError(f"{path} is not readable JSON ({ascii(str(error))[1:-1]}); download the model again") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds a JSON {type(config).__name__}, not the object of a model config; "
-                        "download the model again")
-    return config
 
 
 def _config_int(config: dict[str, Any], key: str, default: int | None, path: Path) -> int:

@@ -47,6 +47,7 @@ from diffcorrupt.models.registry import example_inputs, model_from_config
 from diffcorrupt.models.text_encoder import ACTIVATIONS, TEXT_ENCODERS, EncoderShape
 from diffcorrupt.models.tokenizer import make_tokenizer
 from diffcorrupt.models.unet import OVERRIDABLE
+from diffcorrupt.weights.json_settings import read_json_object
 from diffcorrupt.weights.safetensors_file import read_safetensors
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
@@ -155,13 +156,7 @@ def _check_layout(folder: Path) -> None:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as error:
-        raise UserError(f"{path} is missing or not JSON ({error}); the download is incomplete") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; the download is damaged")
-    return config
+    return read_json_object(path, "the download is incomplete or damaged: download the pipeline again")
 
 
 def _vocab(folder: Path) -> Path:
