@@ -12,18 +12,14 @@ back (tests/test_checkpoints.py).
 The train jobs share one JAX compilation cache, so each compiles the step once per model.
 """
 
-import importlib.util
 import logging
-import pathlib
 import shutil
 import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("reliability", REPO / "tools" / "reliability.py")
-reliability = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reliability)
+from train_runs import REPO, reliability
+
 
 # A failed tensorstore read (the damaged checkpoints) may later call back into orbax's closed event
 # loop from a tensorstore thread; Python reports it as unraisable in whichever test runs then.

@@ -1,29 +1,20 @@
-"""What the job tests share: the tiny run they train in subprocesses, and reading back its state."""
+"""What the job tests share: the tiny run they train in subprocesses, and reading back its state,
+both from ``tools/reliability.py`` (whose campaign trains and reads the same run)."""
 
+import importlib.util
 import os
 import pathlib
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 
-from diffcorrupt.config.loading import load_config
-from diffcorrupt.data.pipeline import corrupted_source, make_iterator
-from diffcorrupt.models.registry import model_from_config
-from diffcorrupt.parallel.mesh import make_mesh
-from diffcorrupt.parallel.sharding import DEFAULT_RULES
-from diffcorrupt.training.batches import input_spec
-from diffcorrupt.training.checkpoints import Checkpointer
-from diffcorrupt.training.optimizer import make_optimizer
-from diffcorrupt.training.state import abstract_state, create_state
-
 REPO = pathlib.Path(__file__).resolve().parent.parent
-# A model of four 4x4 patches on 16x16 Fashion-MNIST: every step takes milliseconds.
-SMALL = ["--config=configs/fmnist.py:tiny", "--config.model.name=DiT-T/8", "--config.data.image_size=16",
-         "--config.train.batch_size=16", "--config.data.corruption.ratio=0.1", "--config.model.cep.kind=uniform",
-         "--config.checkpoint.async_save=true"]
+_spec = importlib.util.spec_from_file_location("reliability", REPO / "tools" / "reliability.py")
+reliability = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reliability)
+SMALL = reliability.SMALL  # a model of four 4x4 patches on 16x16 Fashion-MNIST: every step takes milliseconds
 
 
 def env_with_devices(devices: int) -> dict:
@@ -43,19 +34,9 @@ def wait_for(path: pathlib.Path, process: subprocess.Popen, timeout: float = 300
 def restore_state(workdir, step: int, overrides=()):
     """(state, next batch) saved at ``step`` in ``workdir``, restored in this process (1 device) as
     the train job restores them."""
-    config = load_config(str(REPO / "configs/fmnist.py:tiny"), [a[len("--config."):] for a in SMALL[1:]] + list(overrides))
-    config.mesh.data = 1
-    mesh = make_mesh(config.mesh, jax.devices()[:1])
-    view = corrupted_source(config)
-    shape, num_classes = input_spec(config, view.source)
-    model = model_from_config(config, shape, num_classes)
-    state, _ = create_state(model, make_optimizer(config.train)[0], shape, config.seed, mesh, DEFAULT_RULES)
-    checkpointer = Checkpointer(workdir, every_steps=10**9, keep=100, async_save=False)
-    assert checkpointer.latest_step() == step
-    restored, restored_step = checkpointer.restore(abstract_state(state))
-    checkpointer.close()
+    restored_step, state, batch = reliability.StateReader(list(overrides)).latest(workdir)
     assert restored_step == step
-    return jax.device_get(restored), next(make_iterator(config, source=view, first_batch=int(restored.step)))
+    return state, batch
 
 
 def assert_identical(a, b) -> None:

@@ -52,6 +52,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from diffcorrupt.weights.hashing import file_sha256
+
 REPO = Path(__file__).resolve().parent.parent
 # The configuration of tests/test_train_job.py: a model of four 4x4 patches on 16x16 Fashion-MNIST.
 SMALL = ["--config=configs/fmnist.py:tiny", "--config.model.name=DiT-T/8", "--config.data.image_size=16",
@@ -208,8 +210,7 @@ def set_aside(workdir: Path) -> list[str]:
 
 def file_digests(directory: Path) -> dict[str, str]:
     """relative path -> sha256 of every file under ``directory``."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(directory)): file_sha256(p) for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def logged_steps(text: str) -> list[int]:
@@ -715,7 +716,7 @@ def file_kept(workdir: Path, aside: list[str], key: str, digest: str) -> bool:
     step, path = key.split("/", 1)
     places = [workdir / "checkpoints" / key]
     places += [workdir / UNREADABLE / name / path for name in aside if name.split("-")[0] == step]
-    return any(p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == digest for p in places)
+    return any(p.is_file() and file_sha256(p) == digest for p in places)
 
 
 def items(*, root: Path, cases: tuple[str, ...] = ITEM_CASES, compile_cache: str | None = None) -> dict[str, Any]:
