@@ -13,23 +13,25 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from diffcorrupt import jobs
-from diffcorrupt.errors import UserError
+from diffcorrupt.autoencoders.presets import preset
+from diffcorrupt.flag_types import non_negative_int, positive_float, positive_int
+from diffcorrupt.output_paths import output_folder
 
 
 def main(argv: list[str]) -> int:
     parser = jobs.JobParser("autoencoder", __doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--preset", default="kl-f4-small")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=2000)
+    parser.add_argument("--batch_size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     flags, config = parser.parse_with_config(argv)
-    if (Path(flags.out) / "autoencoder.json").is_file():
-        raise UserError(f"{flags.out} already holds an autoencoder; pass another --out or remove it")
+    output_folder(flags.out, "--out", fresh=True, force=flags.force)
+    preset(flags.preset)
     jobs.log_progress()
     from diffcorrupt.training.autoencoder_training import train_autoencoder
 

@@ -20,7 +20,9 @@ import json
 import sys
 
 from diffcorrupt import jobs
+from diffcorrupt.config.loading import suggest
 from diffcorrupt.errors import UserError
+from diffcorrupt.flag_types import non_negative_int, positive_float, positive_int
 
 BENCHES = ("data", "model", "train", "sample", "inception", "encode", "peers")
 # Benchmarks that run on devices and take --devices (data runs on host workers, model on abstract
@@ -37,56 +39,61 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     if not argv or argv[0] not in BENCHES:
-        raise UserError(f"name a benchmark after `bench`: one of {', '.join(BENCHES)}")
+        given = f"'{argv[0]}' is no benchmark" if argv else "name a benchmark after `bench`"
+        raise UserError(f"{given}{suggest(argv[0], BENCHES) if argv else ''}: use one of {', '.join(BENCHES)} "
+                        "(`diffcorrupt bench --help` shows their flags)")
     what, rest = argv[0], argv[1:]
     parser = jobs.JobParser(f"bench {what}", f"the {what} benchmark; prints one JSON line", config=False)
     if what == "data":
-        parser.add_argument("--batch_size", type=int, default=256)
-        parser.add_argument("--num_batches", type=int, default=100)
-        parser.add_argument("--repeats", type=int, default=5)
-        parser.add_argument("--num_workers", type=int, default=0)
+        parser.add_argument("--batch_size", type=positive_int, default=256)
+        parser.add_argument("--num_batches", type=positive_int, default=100)
+        parser.add_argument("--repeats", type=positive_int, default=5)
+        parser.add_argument("--num_workers", type=non_negative_int, default=0)
     elif what == "encode":
         parser.add_argument("--autoencoder", default="kl-f8", help="an autoencoder preset")
         parser.add_argument("--input_shape", default="256,256,3", help="H,W,C of the images")
-        parser.add_argument("--batch_size", type=int, default=8)
+        parser.add_argument("--batch_size", type=positive_int, default=8)
         parser.add_argument("--model", default="DiT-XL/2", help="the diffusion model trained on the latents")
-        parser.add_argument("--num_classes", type=int, default=1000)
-        parser.add_argument("--steps", type=int, default=5)
+        parser.add_argument("--num_classes", type=non_negative_int, default=1000)
+        parser.add_argument("--steps", type=positive_int, default=5)
     elif what == "inception":
         parser.add_argument("--input_shape", default="32,32,3", help="H,W,C of the images fed to the network")
-        parser.add_argument("--batch_size", type=int, default=64)
-        parser.add_argument("--num_images", type=int, default=256)
+        parser.add_argument("--batch_size", type=positive_int, default=64)
+        parser.add_argument("--num_images", type=positive_int, default=256)
         parser.add_argument("--weights", default=None, help="converted weights (default: random ones, same speed)")
     elif what == "peers":
         parser.add_argument("--what", required=True, choices=("train", "sample", "inception"))
         parser.add_argument("--model", default="DiT-S/4", help="a DiT (the peer is diffusers' DiT)")
         parser.add_argument("--input_shape", help="H,W,C (default: 32,32,4; inception 32,32,3)")
-        parser.add_argument("--batch_size", type=int)
-        parser.add_argument("--num_classes", type=int, default=1000)
-        parser.add_argument("--steps", type=int, help="train: timed steps a repeat; sample: sampler steps; "
+        parser.add_argument("--batch_size", type=positive_int)
+        parser.add_argument("--num_classes", type=non_negative_int, default=1000)
+        parser.add_argument("--steps", type=positive_int, help="train: timed steps a repeat; sample: sampler steps; "
                                                       "inception: batches a pass")
-        parser.add_argument("--cfg_scale", type=float, default=1.5)
-        parser.add_argument("--repeats", type=int, default=3)
+        parser.add_argument("--cfg_scale", type=positive_float, default=1.5)
+        parser.add_argument("--repeats", type=positive_int, default=3)
     else:
         parser.add_argument("--model", help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
         parser.add_argument("--input_shape", help="H,W,C of the (latent) input")
-        parser.add_argument("--num_classes", type=int, default=1000, help="0 for a text-conditional model")
+        parser.add_argument("--num_classes", type=non_negative_int, default=1000, help="0 for a text-conditional model")
     if what == "model":
         parser.add_argument("--learned_sigma", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
     if what == "train":
         parser.add_argument("--config", help="a preset, configs/<name>.py[:<preset>]: its model, data shape, batch and mesh")
-        parser.add_argument("--batch_size", type=int)
-        parser.add_argument("--steps", type=int, default=10)
+        parser.add_argument("--batch_size", type=positive_int)
+        parser.add_argument("--steps", type=positive_int, default=10)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     if what == "sample":
-        parser.add_argument("--batch_size", type=int, default=64)
+        parser.add_argument("--batch_size", type=positive_int, default=64)
         parser.add_argument("--sampler", default="dpm", choices=("ddpm", "ddim", "dpm"))
-        parser.add_argument("--steps", type=int, default=50)
-        parser.add_argument("--cfg_scale", type=float, default=1.5)
+        parser.add_argument("--steps", type=positive_int, default=50)
+        parser.add_argument("--cfg_scale", type=positive_float, default=1.5)
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     if what in DEVICE_BENCHES:
-        parser.add_argument("--devices", type=int, help="measure on the first N devices (default: all; on CPU, N simulated devices)")
+        parser.add_argument("--devices", type=positive_int, help="measure on the first N devices (default: all; on CPU, N simulated devices)")
     flags, overrides = parser.parse_job(rest)
     if what in DEVICE_BENCHES:
         from diffcorrupt.benchmarks.devices import limit_devices

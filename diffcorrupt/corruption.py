@@ -20,6 +20,8 @@ from diffcorrupt.config.validate import validate
 from diffcorrupt.data.corruption.manifest import compute_manifest
 from diffcorrupt.data.pipeline import corrupted_source
 from diffcorrupt.errors import UserError
+from diffcorrupt.flag_types import non_negative_int
+from diffcorrupt.output_paths import output_folder
 
 MANIFEST = "corruption.json"
 INDICES = "corrupted_indices.npy"
@@ -46,9 +48,7 @@ def manifest_key(config: ml_collections.ConfigDict, epoch: int) -> tuple[str, in
 
 def check_out(out: pathlib.Path, key: tuple[str, int | None]) -> None:
     """Refuses, before any work, a folder that holds the manifest of another config or epoch."""
-    path = out / MANIFEST
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; name a folder")
+    path = output_folder(out, "--out") / MANIFEST
     if not path.exists():
         return
     try:
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
     parser = jobs.JobParser("corruption", __doc__.splitlines()[0])
     parser.add_argument("--out", default="", help="folder for corruption.json (and the indices)")
     parser.add_argument("--save_indices", action="store_true", help=f"also write {INDICES}")
-    parser.add_argument("--epoch", type=int, default=0, help="epoch to describe when the mode is random")
+    parser.add_argument("--epoch", type=non_negative_int, default=0, help="epoch to describe when the mode is random")
     flags, config = parser.parse_with_config(argv)
     validate(config)
     if flags.out:

@@ -16,6 +16,9 @@ import json
 import sys
 
 from diffcorrupt import jobs
+from diffcorrupt.autoencoders.storage import check_autoencoder_folder
+from diffcorrupt.flag_types import positive_int
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.parallel.distributed import initialize_from_environment
 
 
@@ -25,9 +28,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--kind", choices=("moments", "latent"), default=None,
                         help="moments (KL default: a fresh posterior draw per epoch) or latent")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--shard_size", type=int, default=4096)
+    parser.add_argument("--batch_size", type=positive_int, default=64)
+    parser.add_argument("--shard_size", type=positive_int, default=4096)
     flags, config = parser.parse_with_config(argv)
+    output_folder(flags.out, "--out")
+    check_autoencoder_folder(flags.autoencoder, "--autoencoder")
     initialize_from_environment()
     jobs.log_progress()
     from diffcorrupt.data.latent_encoding import encode_dataset

@@ -29,10 +29,14 @@ from diffcorrupt import jobs
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.errors import UserError
 from diffcorrupt.data.latent_encoding import pixel_data_config
-from diffcorrupt.evaluation.feature_nets import make_feature_net, parse_feature_nets
-from diffcorrupt.evaluation.reference import reference_stats
-from diffcorrupt.evaluation.sample_files import read_samples
+from diffcorrupt.data.sources.registry import condition_of, make_source
+from diffcorrupt.evaluation.classifier import check_classifier_input
+from diffcorrupt.evaluation.feature_nets import check_feature_net, make_feature_net, parse_feature_nets
+from diffcorrupt.evaluation.reference import check_reference, reference_stats
+from diffcorrupt.evaluation.sample_files import SampleSet, read_samples
 from diffcorrupt.evaluation.scores import NEIGHBOURS, score
+from diffcorrupt.flag_types import positive_int
+from diffcorrupt.output_paths import output_file
 from diffcorrupt.parallel.distributed import launched_as_peer
 from diffcorrupt.sampling.restore import saved_run_config
 
@@ -54,7 +58,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--train_reference", default=None, help="training images for memorization, or 'none'")
     parser.add_argument("--features", default=None, help="inception, classifier or both (default: by dataset)")
     parser.add_argument("--inception_weights", default=None, help="default: the file tools/convert_inception.py writes")
-    parser.add_argument("--reference_count", type=int, default=None, help="use the first N reference images")
+    parser.add_argument("--reference_count", type=positive_int, default=None, help="use the first N reference images")
     parser.add_argument("--config", default=None, help="the dataset config, for samples not written by `diffcorrupt sample`")
     parser.add_argument("--out", default=None)
     flags, overrides = parser.parse_job(argv)
@@ -83,12 +87,15 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
         data_config = pixel_data_config(data_config)
     reference = reference or _default_reference(data_config)
     train_reference = train_reference or ("dataset" if data_config is not None else "none")
+    out_path = output_file(_out_path(samples_path, out), "--out")
+    names = parse_feature_nets(features, data_config)
+    _check_inputs(samples, names, data_config, inception_weights, [reference, train_reference])
     result: dict[str, Any] = {
         "samples": samples.source, "num_samples": len(samples.images), "provenance": samples.settings,
         "reference": {"spec": reference, "count": reference_count}, "train_reference": train_reference,
         "networks": {}, "protocol": {}, "requested": requested, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    for name in parse_feature_nets(features, data_config):
+    for name in names:
         net = make_feature_net(name, data_config=data_config, inception_weights=inception_weights)
         ref = reference_stats(reference, net, data_config=data_config, count=reference_count)
         train = None
@@ -103,8 +110,30 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     result["protocol"]["precision_recall"] = PROTOCOL["precision_recall"]
     if train_reference != "none":
         result["protocol"]["memorization"] = PROTOCOL["memorization"]
-    _write_json(_out_path(samples_path, out), result)
+    _write_json(out_path, result)
     return result
+
+
+def _check_inputs(samples: SampleSet, names: list[str], data_config: ml_collections.ConfigDict | None,
+                  inception_weights: str | None, references: list[str]) -> None:
+    """Everything the evaluation can refuse, refused before it trains a classifier or computes a
+    feature: minutes of work otherwise, lost to a typo."""
+    for name in names:
+        check_feature_net(name, data_config=data_config, inception_weights=inception_weights)
+    for spec in dict.fromkeys(references):
+        if spec != "none":
+            check_reference(spec, data_config)
+    if "classifier" in names:
+        size, channels = data_config.image_size, data_config.channels
+        check_classifier_input(samples.images, (size, size, channels), f"{data_config.name}-{size}px")
+    if samples.labels is None or data_config is None or not len(samples.labels):
+        return
+    if condition_of(data_config) == "class":
+        num_classes = make_source(data_config).num_classes
+        if samples.labels.max() >= num_classes:
+            raise UserError(f"{samples.source} holds label {samples.labels.max()}, but dataset '{data_config.name}' "
+                            f"has {num_classes} classes (labels 0 to {num_classes - 1}); pass the samples of a run "
+                            "on this dataset, or the --config it was trained with")
 
 
 def _default_reference(data_config: ml_collections.ConfigDict | None) -> str:

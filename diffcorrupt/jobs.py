@@ -11,7 +11,7 @@ import argparse
 import logging as std_logging
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import ml_collections
 from absl import logging
@@ -21,13 +21,20 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.xla_cpu_flags import add_cpu_flags
 
 _OVERRIDE = "--config."
+_READ_ONLY_NOTICE = "Given directory is read only=%s"
 
 
 class JobParser(argparse.ArgumentParser):
-    def __init__(self, job: str, description: str, config: bool = True):
-        super().__init__(prog=f"diffcorrupt {job}", description=description)
+    """argparse whose every mistake (an unknown flag, a missing one, a bad value) is the job's one
+    sentence and exit status 2, not argparse's usage block."""
+
+    def __init__(self, job: str, description: str, config: bool = True, prog: str | None = None):
+        super().__init__(prog=prog or f"diffcorrupt {job}", description=description)
         if config:
             self.add_argument("--config", required=True, help="configs/<name>.py[:<preset>]")
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (`{self.prog} --help` lists the flags)")
 
     def parse_job(self, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         """(flags, config overrides as 'key=value')."""
@@ -40,15 +47,22 @@ class JobParser(argparse.ArgumentParser):
         return flags, load_config(flags.config, overrides)
 
 
-def run(job: str, main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+def run(job: str, main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None,
+        prog: str | None = None) -> int:
     """Runs a job's main, turning a ``UserError`` into one line on stderr and exit status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     add_cpu_flags()
     try:
         return int(main(argv) or 0)
     except UserError as err:
-        print(f"diffcorrupt {job}: error: {err}", file=sys.stderr)
+        print(f"{prog or f'diffcorrupt {job}'}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
+
+
+def one_line(message: str) -> str:
+    """``message`` with its control characters escaped: a value typed by the user or read from a
+    file (a newline, a terminal escape) cannot break the sentence over lines or recolour the terminal."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in message)
 
 
 def _quiet_checkpoint_library(record) -> bool:
@@ -57,6 +71,8 @@ def _quiet_checkpoint_library(record) -> bool:
     orbax's threads would otherwise precede with the same failure, once from each."""
     if "/orbax/" not in record.pathname:
         return True
+    if record.msg == _READ_ONLY_NOTICE:  # the sampler's manager is read-only by design
+        return False
     record.exc_info = record.exc_text = None
     return record.levelno >= logging.converter.STANDARD_WARNING
 

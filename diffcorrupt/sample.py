@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,12 @@ import numpy as np
 from absl import logging
 
 from diffcorrupt import jobs
+from diffcorrupt.autoencoders.storage import check_autoencoder_folder
 from diffcorrupt.config.loading import config_hash
 from diffcorrupt.diffusion.samplers import SAMPLERS
 from diffcorrupt.errors import UserError
+from diffcorrupt.flag_types import non_negative_int, positive_int
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.parallel.distributed import initialize_from_environment
 from diffcorrupt.parallel.mesh import make_mesh
 from diffcorrupt.report.figures import save_tiled
@@ -43,14 +47,14 @@ GRID_IMAGES = 64
 def main(argv: list[str]) -> int:
     parser = jobs.JobParser("sample", __doc__.splitlines()[0], config=False)
     parser.add_argument("--workdir", required=True, help="the train run's --workdir")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    parser.add_argument("--num_samples", type=int, default=None)
+    parser.add_argument("--step", type=non_negative_int, default=None, help="checkpoint step (default: the newest)")
+    parser.add_argument("--num_samples", type=positive_int, default=None)
     parser.add_argument("--sampler", choices=SAMPLERS, default=None)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps", type=positive_int, default=None)
     parser.add_argument("--cfg_scale", default=None, help="one guidance scale or a comma-separated list")
     parser.add_argument("--eta", type=float, default=None, help="DDIM's eta")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=None, help="global batch")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--batch_size", type=positive_int, default=None, help="global batch")
     parser.add_argument("--captions", default=None, help="text runs: a file with one caption per line")
     parser.add_argument("--out", default=None)
     parser.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes of the sampling mesh")
@@ -67,16 +71,20 @@ def main(argv: list[str]) -> int:
 def sample_run(flags) -> list[dict]:
     """Samples every requested guidance scale; one summary record per scale."""
     mesh = make_mesh(_mesh_config(flags.mesh))
+    captions = _read_captions(flags.captions) if flags.captions else None
+    if flags.out:
+        output_folder(flags.out, "--out")
+    if flags.autoencoder:
+        check_autoencoder_folder(flags.autoencoder, "--autoencoder")
     restored = restore_ema(flags.workdir, mesh, flags.step, flags.autoencoder)
     defaults = restored.config.sample
-    num_samples = flags.num_samples or defaults.num_samples
-    batch_size = flags.batch_size or defaults.batch_size
-    captions = _read_captions(flags.captions) if flags.captions else None
-    out = Path(flags.out) if flags.out else Path(flags.workdir) / "eval" / f"step_{restored.step}"
+    num_samples = _given(flags.num_samples, defaults.num_samples)
+    batch_size = _given(flags.batch_size, defaults.batch_size)
+    out = output_folder(flags.out or Path(flags.workdir) / "eval" / f"step_{restored.step}", "--out")
     records = []
     for scale in _scales(flags.cfg_scale, defaults.cfg_scale):
-        settings = SampleSettings(sampler=flags.sampler or defaults.sampler, steps=flags.steps or defaults.steps,
-                                  cfg_scale=scale, eta=defaults.eta if flags.eta is None else flags.eta, seed=flags.seed)
+        settings = SampleSettings(sampler=flags.sampler or defaults.sampler, steps=_given(flags.steps, defaults.steps),
+                                  cfg_scale=scale, eta=_given(flags.eta, defaults.eta), seed=flags.seed)
         records.append(_sample_one(restored, settings, mesh, num_samples, batch_size, captions, out / settings.name,
                                    flags.workdir, flags.captions))
     return records
@@ -133,6 +141,11 @@ def _check_settings(settings: SampleSettings, restored: RestoredModel, captions:
         raise UserError(f"--eta={settings.eta:g} is DDIM's and lies in [0, 1]; use --sampler=ddim or drop --eta")
 
 
+def _given(flag, default):
+    """The flag's value when it was given (0 included), else the run's default."""
+    return default if flag is None else flag
+
+
 def _scales(text: str | None, default: float) -> list[float]:
     if text is None:
         return [float(default)]
@@ -140,7 +153,7 @@ def _scales(text: str | None, default: float) -> list[float]:
         scales = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"--cfg_scale={text} is not a number or a comma-separated list of numbers, e.g. 1.5,4") from None
-    if not scales or any(scale < 1.0 for scale in scales):
+    if not scales or not all(1.0 <= scale < math.inf for scale in scales):
         raise UserError(f"--cfg_scale={text}: give scales >= 1 (1 is the conditional model without guidance)")
     return scales
 
@@ -157,7 +170,12 @@ def _read_captions(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--captions={path} does not exist; give a text file with one caption per line")
-    captions = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"--captions={path} is not UTF-8 text (byte {err.start}); save it as UTF-8, one caption "
+                        "per line") from None
+    captions = [line.strip() for line in text.splitlines() if line.strip()]
     if not captions:
         raise UserError(f"--captions={path} holds no caption; write one caption per line")
     return captions

@@ -14,6 +14,7 @@ import jax
 
 from diffcorrupt import jobs
 from diffcorrupt.config.validate import validate
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.parallel.distributed import initialize_from_environment
 
 
@@ -23,6 +24,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--aot", action="store_true", help="compile only and report memory per device")
     parser.add_argument("--allow_config_change", action="store_true")
     flags, config = parser.parse_with_config(argv)
+    output_folder(flags.workdir, "--workdir")
     initialize_from_environment()
     validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     jobs.log_progress()

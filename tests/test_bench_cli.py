@@ -70,7 +70,7 @@ def test_bench_devices_limits_the_devices_measured_on():
 
 
 @pytest.mark.parametrize("args, message", [
-    (("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=8", "--devices=0"), "--devices is 0"),
+    (("train", "--model=DiT-T/8", "--input_shape=16,16,4", "--batch_size=8", "--devices=0"), "argument --devices: 0 is not a count"),
     (("encode", "--autoencoder=kl-f4-small", "--input_shape=16,16,3", "--batch_size=3", "--devices=2"),
      "--batch_size=3 does not split over 2 devices"),
 ])

@@ -12,7 +12,6 @@ line: out, kind, preset, source, sha256 of params.npz, parameter count, latent s
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -21,10 +20,12 @@ import sys
 import numpy as np
 from flax import traverse_util
 
+from diffcorrupt import jobs
 from diffcorrupt.autoencoders.convert import import_compvis, import_diffusers
 from diffcorrupt.autoencoders.presets import preset as preset_config
 from diffcorrupt.autoencoders.storage import save_autoencoder
 from diffcorrupt.errors import UserError
+from diffcorrupt.output_paths import output_folder
 
 
 def convert(source: pathlib.Path, out: pathlib.Path, preset: str | None) -> dict:
@@ -50,16 +51,22 @@ def convert(source: pathlib.Path, out: pathlib.Path, preset: str | None) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return jobs.run("convert_autoencoder", _main, argv, prog="tools/convert_autoencoder.py")
+
+
+def _main(argv: list[str]) -> int:
+    parser = jobs.JobParser("convert_autoencoder", __doc__.split("\n\n")[0], config=False,
+                            prog="tools/convert_autoencoder.py")
     parser.add_argument("--from", dest="source", required=True, type=pathlib.Path)
     parser.add_argument("--out", required=True, type=pathlib.Path)
     parser.add_argument("--preset", default=None)
+    parser.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     args = parser.parse_args(argv)
-    try:
-        print(json.dumps(convert(args.source, args.out, args.preset)))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    output_folder(args.out, "--out", fresh=True, force=args.force)
+    if not args.source.exists():
+        raise UserError(f"--from={args.source} does not exist; pass a diffusers autoencoder folder or a CompVis "
+                        "checkpoint file")
+    print(json.dumps(convert(args.source, args.out, args.preset)))
     return 0
 
 

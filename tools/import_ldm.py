@@ -15,26 +15,22 @@ steps, guidance 1; pass --cfg_scale to `diffcorrupt sample` for more). Prints on
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from diffcorrupt import jobs
 from diffcorrupt.autoencoders.storage import save_autoencoder
 from diffcorrupt.checkpoint_import.ldm_sources import read_ldm
-from diffcorrupt.checkpoint_import.workdir import write_imported_run
+from diffcorrupt.checkpoint_import.workdir import check_fresh_workdir, write_imported_run
 from diffcorrupt.config.validate import validate
-from diffcorrupt.errors import UserError
 from diffcorrupt.models.registry import parameter_count
 
 
 def import_ldm(source: str | Path, workdir: str | Path) -> dict:
     """Writes the run of pipeline folder ``source`` into ``workdir``; returns the summary record."""
-    source, workdir = Path(source).absolute(), Path(workdir).absolute()
-    checkpoints = workdir / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):  # before anything is written beside them
-        raise UserError(f"{workdir} already holds checkpoints; import into a fresh --workdir")
+    source, workdir = Path(source).absolute(), check_fresh_workdir(workdir)  # before anything is written
     imported = read_ldm(source)
     tokenizer = workdir / "tokenizer"
     tokenizer.mkdir(parents=True, exist_ok=True)
@@ -54,16 +50,15 @@ def import_ldm(source: str | Path, workdir: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return jobs.run("import_ldm", _main, argv, prog="tools/import_ldm.py")
+
+
+def _main(argv: list[str]) -> int:
+    parser = jobs.JobParser("import_ldm", __doc__.split("\n\n")[0], config=False, prog="tools/import_ldm.py")
     parser.add_argument("--from", dest="source", required=True, help="an LDMTextToImagePipeline folder")
     parser.add_argument("--workdir", required=True, help="a fresh folder for the imported run")
     args = parser.parse_args(argv)
-    try:
-        record = import_ldm(args.source, args.workdir)
-    except UserError as error:
-        print(f"import_ldm: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(record))
+    print(json.dumps(import_ldm(args.source, args.workdir)))
     return 0
 
 

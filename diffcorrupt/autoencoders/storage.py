@@ -143,15 +143,22 @@ def save_autoencoder(directory: str | pathlib.Path, config: AutoencoderConfig, p
     return sha256
 
 
+def check_autoencoder_folder(directory: str | pathlib.Path, flag: str = "") -> pathlib.Path:
+    """``directory`` when it holds the two files of a stored autoencoder; checked by the jobs before
+    they write anything, and by the loader."""
+    directory = pathlib.Path(directory)
+    if not (directory / CONFIG_FILE).is_file() or not (directory / PARAMS_FILE).is_file():
+        raise UserError(
+            f"{flag + '=' if flag else ''}{directory} is not an autoencoder folder (it needs {CONFIG_FILE} and "
+            f"{PARAMS_FILE}); convert one with tools/convert_autoencoder.py or train one with `diffcorrupt autoencoder`"
+        )
+    return directory
+
+
 def load_autoencoder(directory: str | pathlib.Path, dtype: Any = jnp.float32) -> LoadedAutoencoder:
     """The stored autoencoder, its hash and every shape checked; ``UserError`` otherwise."""
-    directory = pathlib.Path(directory)
+    directory = check_autoencoder_folder(directory)
     config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_FILE
-    if not config_path.is_file() or not params_path.is_file():
-        raise UserError(
-            f"{directory} is not an autoencoder folder (it needs {CONFIG_FILE} and {PARAMS_FILE}); "
-            "convert one with tools/convert_autoencoder.py"
-        )
     try:
         record = json.loads(config_path.read_text())
         config = AutoencoderConfig.from_json(record)

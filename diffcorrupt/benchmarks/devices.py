@@ -17,8 +17,6 @@ def limit_devices(count: int | None) -> None:
     """Makes JAX see ``count`` devices (``None``: all it finds)."""
     if count is None:
         return
-    if count < 1:
-        raise UserError(f"--devices is {count}; give a device count of 1 or more")
     visible = ",".join(str(index) for index in range(count))
     try:
         jax.config.update("jax_num_cpu_devices", count)

@@ -20,10 +20,21 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from diffcorrupt.errors import UserError
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.models.registry import example_inputs, model_from_config
 from diffcorrupt.sampling.restore import write_model_spec
 from diffcorrupt.training.optimizer import make_optimizer
 from diffcorrupt.training.state import TrainState
+
+
+def check_fresh_workdir(workdir: str | Path) -> Path:
+    """``workdir`` (absolute) when an import may write there: a folder, or a path one can be made
+    at, that holds no checkpoints. Checked before the weights are read, and again before writing."""
+    workdir = output_folder(workdir, "--workdir").absolute()
+    checkpoints = workdir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        raise UserError(f"--workdir={workdir} already holds checkpoints; import into a fresh --workdir")
+    return workdir
 
 
 def write_imported_run(workdir: str | Path, config: ml_collections.ConfigDict, params: Any,
@@ -35,10 +46,7 @@ def write_imported_run(workdir: str | Path, config: ml_collections.ConfigDict, p
     difference). A workdir that already holds checkpoints is refused: an import never mixes with,
     or overwrites, a run.
     """
-    workdir = Path(workdir).absolute()
-    directory = workdir / "checkpoints"
-    if directory.is_dir() and any(directory.iterdir()):
-        raise UserError(f"{workdir} already holds checkpoints; import into a fresh --workdir")
+    directory = check_fresh_workdir(workdir) / "checkpoints"
     params = jax.tree.map(jnp.asarray, params)
     _check_tree(params, config, input_shape, num_classes)
     optimizer, _ = make_optimizer(config.train)

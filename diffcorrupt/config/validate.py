@@ -6,6 +6,8 @@ the data registry), since a missing dataset found an hour into compilation is th
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from diffcorrupt.config.loading import flat_keys, suggest
@@ -53,6 +55,8 @@ def _check_keys_and_types(config: ml_collections.ConfigDict) -> None:
                 f"unknown config key '{key}'{suggest(key, schema)}; remove it or fix its name"
             )
         expected = type(schema[key])
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' is {value}; give a finite number")
         if expected is float and type(value) is int:
             continue
         if type(value) is not expected:

@@ -21,6 +21,7 @@ from diffcorrupt.demo.latent_stage import latent_stage
 from diffcorrupt.demo.settings import FULL, QUICK, Scale
 from diffcorrupt.demo.training_stage import training_stage
 from diffcorrupt.errors import UserError
+from diffcorrupt.output_paths import output_folder
 
 STAMP = "demo.json"
 STAGES = (("data", data_stage), ("latent", latent_stage), ("training", training_stage), ("evaluation", evaluation_stage))
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=None, help="the demo folder (default demo_out, or demo_quick with --quick)")
     flags = parser.parse_args(argv)
     jobs.log_progress()
-    out = pathlib.Path(flags.out or ("demo_quick" if flags.quick else "demo_out"))
+    out = output_folder(flags.out or ("demo_quick" if flags.quick else "demo_out"), "--out")
     results = run_demo(out, QUICK if flags.quick else FULL)
     print(json.dumps({"out": str(out), "report": str(out / "report.md"), **results}, default=str), flush=True)
     return 0

@@ -61,6 +61,15 @@ def _apply(model: Classifier, params, images: jax.Array) -> tuple[jax.Array, jax
     return model.apply({"params": params}, images)
 
 
+def check_classifier_input(images: np.ndarray, image_shape: tuple[int, int, int], dataset: str) -> None:
+    """Refuses images the classifier of ``dataset`` cannot take; the evaluator asks before training it."""
+    if images.dtype != np.uint8 or images.shape[1:] != tuple(image_shape):
+        raise UserError(
+            f"the {dataset} classifier takes uint8 images of shape (N, {', '.join(map(str, image_shape))}), "
+            f"got {images.dtype} {images.shape}; convert the samples to the dataset's resolution and channels"
+        )
+
+
 class ClassifierFeatures:
     """A trained ``Classifier`` as a batched feature extractor (``load_classifier`` reads one).
 
@@ -89,12 +98,7 @@ class ClassifierFeatures:
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """uint8 (N, H, W, C) -> {"pool": (N, 128) float32, "logits": (N, sum of head sizes) float32}."""
         images = np.asarray(images)
-        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
-            raise UserError(
-                f"the {self.dataset} classifier takes uint8 images of shape "
-                f"(N, {', '.join(map(str, self.image_shape))}), got {images.dtype} {images.shape}; "
-                "convert the samples to the dataset's resolution and channels"
-            )
+        check_classifier_input(images, self.image_shape, self.dataset)
         # Empty first parts keep the shapes right for zero images.
         pools = [np.zeros((0, FEATURE_DIM), np.float32)]
         logits = [np.zeros((0, sum(self.heads)), np.float32)]

@@ -36,16 +36,27 @@ def parse_feature_nets(text: str | None, data_config: ml_collections.ConfigDict 
     return names
 
 
+def check_feature_net(name: str, *, data_config: ml_collections.ConfigDict | None,
+                      inception_weights: str | None = None) -> None:
+    """What ``make_feature_net`` needs, checked without loading or training anything, so that a
+    job refuses before it samples or trains a classifier for minutes."""
+    if name == "inception":
+        from diffcorrupt.evaluation.inception_weights import default_weights_path, existing_weights
+
+        existing_weights(inception_weights or default_weights_path())
+    elif data_config is None or data_config.name not in CLASSIFIER_DATASETS:
+        dataset = "unknown" if data_config is None else data_config.name
+        raise UserError(f"--features=classifier needs samples of a run on {' or '.join(CLASSIFIER_DATASETS)} "
+                        f"(these are of dataset '{dataset}'); use --features=inception")
+
+
 def make_feature_net(name: str, *, data_config: ml_collections.ConfigDict | None,
                      inception_weights: str | None = None) -> FeatureNet:
+    check_feature_net(name, data_config=data_config, inception_weights=inception_weights)
     if name == "inception":
         from diffcorrupt.evaluation.inception_weights import InceptionFeatures, default_weights_path, load_inception_params
 
         return InceptionFeatures(load_inception_params(inception_weights or default_weights_path()))
-    if data_config is None or data_config.name not in CLASSIFIER_DATASETS:
-        dataset = "unknown" if data_config is None else data_config.name
-        raise UserError(f"--features=classifier needs samples of a run on {' or '.join(CLASSIFIER_DATASETS)} "
-                        f"(these are of dataset '{dataset}'); use --features=inception")
     from diffcorrupt.evaluation.classifier_training import ensure_classifier, load_classifier
 
     return load_classifier(ensure_classifier(data_config))

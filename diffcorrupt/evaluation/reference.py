@@ -104,6 +104,19 @@ def reference_stats(spec: str, net: FeatureNet, *, data_config: ml_collections.C
     return stats
 
 
+def check_reference(spec: str, data_config: ml_collections.ConfigDict | None) -> None:
+    """What ``reference_stats`` can refuse without computing a feature: a path that does not exist,
+    a dataset without a config or not on this machine."""
+    path = Path(spec)
+    if path.suffix == ".npz" and path.is_file() and _is_stats_file(path):
+        return
+    _resolve(spec, data_config, None)
+    if spec.partition(":")[0] == "dataset":
+        from diffcorrupt.data.sources.registry import check_available
+
+        check_available(data_config)
+
+
 def _is_stats_file(path: Path) -> bool:
     try:
         with np.load(path) as data:

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from diffcorrupt.flag_types import positive_int
+
 POLL_S = 0.1
 
 
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="python -m diffcorrupt.parallel.local_processes", description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, required=True, help="how many JAX processes")
-    parser.add_argument("--devices", type=int, default=1, help="simulated CPU devices per process")
+    parser.add_argument("--processes", type=positive_int, required=True, help="how many JAX processes")
+    parser.add_argument("--devices", type=positive_int, default=1, help="simulated CPU devices per process")
     parser.add_argument("--log_dir", default=None, help="where processes 1.. write their output (default: a new temp folder)")
     parser.add_argument("--port", type=int, default=None, help="the coordinator's port (default: a free one)")
     flags = parser.parse_args(argv[:split])

@@ -16,8 +16,11 @@ from typing import Any
 
 from absl import logging
 
+from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluate import evaluate
+from diffcorrupt.evaluation.feature_nets import check_feature_net, parse_feature_nets
+from diffcorrupt.evaluation.reference import check_reference
 from diffcorrupt.parallel.distributed import on_process_zero
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.tables import write_tables
@@ -32,16 +35,20 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
               out: Path) -> dict[str, Any] | None:
     """Samples on every process (the sampler spans them all), then scores and writes the report on
     process 0 alone; the other processes return None."""
-    sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
-    for workdir in workdirs:
-        for step in _checkpoint_steps(workdir, checkpoints):
-            flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
-                                          **sample_flags)
-            records = sample_run(flags)
-            config = saved_run_config(workdir, step)  # read here, where every process reads the checkpoint
-            sampled.extend((workdir, record, config) for record in records)
-    if not sampled:
+    checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
+                         for workdir in workdirs for step in _checkpoint_steps(workdir, checkpoints)]
+    if not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
+    for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds
+        data = pixel_data_config(config.data)
+        for name in parse_feature_nets(features, data):
+            check_feature_net(name, data_config=data, inception_weights=inception_weights)
+        check_reference(reference or "dataset", data)
+    sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
+    for workdir, step, config in checkpoints_found:
+        flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
+                                      **sample_flags)
+        sampled.extend((workdir, record, config) for record in sample_run(flags))
 
     def score_and_tabulate() -> dict[str, Any]:
         rows: list[dict[str, Any]] = []

@@ -21,6 +21,8 @@ from pathlib import Path
 from diffcorrupt import jobs
 from diffcorrupt.diffusion.samplers import SAMPLERS
 from diffcorrupt.errors import UserError
+from diffcorrupt.flag_types import non_negative_int, positive_int
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.parallel.distributed import initialize_from_environment
 
 
@@ -30,17 +32,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="report")
     parser.add_argument("--checkpoints", default="latest", help="latest, all or a list of steps")
     parser.add_argument("--cfg_scale", default=None, help="guidance scales (default: each run's sample.cfg_scale)")
-    parser.add_argument("--num_samples", type=int, default=None)
+    parser.add_argument("--num_samples", type=positive_int, default=None)
     parser.add_argument("--sampler", choices=SAMPLERS, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps")
+    parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps")
     parser.add_argument("--eta", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--batch_size", type=int, default=None)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed")
+    parser.add_argument("--batch_size", type=positive_int, default=None)
     parser.add_argument("--captions", default=None)
     parser.add_argument("--features", default=None)
     parser.add_argument("--inception_weights", default=None)
     parser.add_argument("--reference", default=None)
-    parser.add_argument("--reference_count", type=int, default=None)
+    parser.add_argument("--reference_count", type=positive_int, default=None)
     flags = parser.parse_args(argv)
     initialize_from_environment()
     jobs.log_progress()
@@ -50,7 +52,7 @@ def main(argv: list[str]) -> int:
                     ("cfg_scale", "num_samples", "sampler", "steps", "eta", "seed", "batch_size", "captions")}
     summary = run_batch(_workdirs(flags.workdirs), checkpoints=flags.checkpoints, sample_flags=sample_flags,
                         features=flags.features, inception_weights=flags.inception_weights, reference=flags.reference,
-                        reference_count=flags.reference_count, out=Path(flags.out))
+                        reference_count=flags.reference_count, out=output_folder(flags.out, "--out"))
     if summary is not None:
         print(json.dumps(summary), flush=True)
     return 0
@@ -63,6 +65,8 @@ def _workdirs(text: str) -> list[Path]:
         if not matches or not all(Path(m).is_dir() for m in matches):
             raise UserError(f"--workdirs entry '{part}' matches no folder; give train --workdir folders")
         found.extend(Path(m) for m in matches)
+    if not found:
+        raise UserError(f"--workdirs={text} names no folder; give train --workdir folders, comma-separated")
     return found
 
 

@@ -9,10 +9,11 @@ is sampled with exactly the architecture it was trained with.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import flax.linen as nn
 import grain.checkpoint
@@ -28,6 +29,7 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.models.registry import example_inputs, model_from_config
 from diffcorrupt.models.tokenizer import Tokenizer, tokenizer_from_config
 from diffcorrupt.parallel.sharding import Rules, rules_from_config, variable_shardings
+from diffcorrupt.training.checkpoints import error_cause
 
 MODEL_SPEC = "model.json"  # written by the train job: what the model needs beyond the config
 
@@ -69,10 +71,13 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None,
     shardings = variable_shardings(abstract, mesh, rules)
     target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
                           nn.meta.unbox(abstract), shardings)
-    _check_shapes(manager.item_metadata(step)["state"]["ema_params"], target, config.model.name, manager.directory / str(step))
+    with _unreadable_as_sentence(manager, step):
+        saved = manager.item_metadata(step)["state"]["ema_params"]
+    _check_shapes(saved, target, config.model.name, manager.directory / str(step))
     item = {"ema_params": target}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+    with _unreadable_as_sentence(manager, step):
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
     manager.close()
     tokenizer = None if num_classes else tokenizer_from_config(config.model)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
@@ -98,7 +103,7 @@ def _open(workdir: Path, step: int | None) -> tuple[ocp.CheckpointManager, int]:
         directory.absolute(),
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
                        "data": grain.checkpoint.CheckpointHandler()},  # known, so orbax does not warn; never read
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
     )
     steps = sorted(manager.all_steps())
     if not steps:
@@ -110,7 +115,25 @@ def _open(workdir: Path, step: int | None) -> tuple[ocp.CheckpointManager, int]:
 
 
 def _read_config(manager: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
-    return _config_from_saved(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
+    with _unreadable_as_sentence(manager, step):
+        saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    return _config_from_saved(saved)
+
+
+@contextlib.contextmanager
+def _unreadable_as_sentence(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
+    """A checkpoint that does not read back (truncated, corrupted) as one sentence naming it and the
+    step to use instead. Unlike training, which falls back by itself, sampling refuses: samples
+    labelled with one step must come from that step."""
+    try:
+        yield
+    except Exception as err:  # a corrupt checkpoint can fail in any layer of orbax/tensorstore
+        earlier = [s for s in manager.all_steps() if s < step]
+        instead = (f"use the one before it, step {max(earlier)} (sample --step={max(earlier)}, "
+                   f"report --checkpoints={max(earlier)})" if earlier else "it is the run's only one: train again")
+        reason = error_cause(err).rsplit(": ", 1)[-1]  # tensorstore nests its causes; the last is the root
+        raise UserError(f"the checkpoint of step {step} in {manager.directory} does not read back "
+                        f"({reason}); {instead}") from None
 
 
 def _config_from_saved(saved: dict) -> ml_collections.ConfigDict:

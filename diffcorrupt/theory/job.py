@@ -23,6 +23,8 @@ import numpy as np
 
 from diffcorrupt import jobs
 from diffcorrupt.errors import UserError
+from diffcorrupt.flag_types import non_negative_int, positive_int
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.theory import closed_forms
 from diffcorrupt.theory.simulate import Setting, draw_datasets, measure
 
@@ -36,13 +38,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--gammas", default=DEFAULT_GAMMAS, help="condition-noise scales gamma, comma-separated")
     parser.add_argument("--dims", default="16,32", help="dimensions d, comma-separated")
     parser.add_argument("--n_per_class", default="200,400", help="n_k per class, one per --dims entry")
-    parser.add_argument("--draws", type=int, default=200, help="dataset draws per setting")
-    parser.add_argument("--classes", type=int, default=2, help="classes K (means ||mu_k|| e_k, so K <= d)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=positive_int, default=200, help="dataset draws per setting")
+    parser.add_argument("--classes", type=positive_int, default=2, help="classes K (means ||mu_k|| e_k, so K <= d)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", default="theory")
     flags = parser.parse_args(argv)
     gammas = np.array(sorted(set(_numbers("--gammas", flags.gammas, float, minimum=0))))
     settings = _settings(flags)
+    out = output_folder(flags.out, "--out")
     began = time.perf_counter()
     per_setting = {setting: run_setting(setting, gammas, flags.draws, flags.seed) for setting in settings}
     rows = [row for found in per_setting.values() for row in found]
@@ -53,7 +56,6 @@ def main(argv: list[str]) -> int:
               "solver": {"method": "RK4, probability-flow ODE", "horizon": settings[0].horizon,
                          "steps": settings[0].steps, "grid": "t_j = T (1 - j / steps)^2"},
               "seconds": round(time.perf_counter() - began, 1)}
-    out = Path(flags.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "theory.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "theory.md").write_text(markdown(result))

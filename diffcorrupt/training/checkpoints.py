@@ -211,7 +211,7 @@ class Checkpointer:
                 result, error = None, err
             if _all_processes(error is None):
                 return step, result
-            cause = _cause(error) if error is not None else "another process could not read it"
+            cause = error_cause(error) if error is not None else "another process could not read it"
             logging.warning("the checkpoint of step %d in %s does not read back (%s); trying the one before it",
                             step, self.directory, cause)
             causes.append((step, cause))
@@ -275,12 +275,12 @@ def storage_error(err: BaseException, step: int | None, directory: Path) -> User
         return None
     which = "a checkpoint" if step is None else f"the checkpoint of step {step}"
     return UserError(
-        f"saving {which} to {directory} failed ({_cause(err)}); the earlier checkpoints there are intact: "
+        f"saving {which} to {directory} failed ({error_cause(err)}); the earlier checkpoints there are intact: "
         "free disk space or make the directory writable, then run the same command again to resume"
     )
 
 
-def _cause(err: BaseException) -> str:
+def error_cause(err: BaseException) -> str:
     """The shortest readable reason: the OS error text when there is one, else the first line."""
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
