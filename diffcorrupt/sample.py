@@ -72,15 +72,14 @@ def sample_run(flags) -> list[dict]:
     """Samples every requested guidance scale; one summary record per scale."""
     mesh = make_mesh(_mesh_config(flags.mesh))
     captions = _read_captions(flags.captions) if flags.captions else None
-    if flags.out:
-        output_folder(flags.out, "--out")
+    out = output_folder(flags.out, "--out") if flags.out else None
     if flags.autoencoder:
         check_autoencoder_folder(flags.autoencoder, "--autoencoder")
     restored = restore_ema(flags.workdir, mesh, flags.step, flags.autoencoder)
     defaults = restored.config.sample
     num_samples = _given(flags.num_samples, defaults.num_samples)
     batch_size = _given(flags.batch_size, defaults.batch_size)
-    out = output_folder(flags.out or Path(flags.workdir) / "eval" / f"step_{restored.step}", "--out")
+    out = out or output_folder(Path(flags.workdir) / "eval" / f"step_{restored.step}", "the default --out")
     records = []
     for scale in _scales(flags.cfg_scale, defaults.cfg_scale):
         settings = SampleSettings(sampler=flags.sampler or defaults.sampler, steps=_given(flags.steps, defaults.steps),
@@ -142,7 +141,7 @@ def _check_settings(settings: SampleSettings, restored: RestoredModel, captions:
 
 
 def _given(flag, default):
-    """The flag's value when it was given (0 included), else the run's default."""
+    """The flag's value when it was given (``--eta=0`` included), else the run's default."""
     return default if flag is None else flag
 
 
