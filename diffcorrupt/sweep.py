@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import ml_collections
@@ -27,6 +26,7 @@ from absl import logging
 
 from diffcorrupt import jobs
 from diffcorrupt.errors import ConfigError, UserError
+from diffcorrupt.output_paths import output_folder
 from diffcorrupt.sweeps.commands import LAUNCHERS, Step, plan, render, submit
 from diffcorrupt.sweeps.expand import Run, check_runs, expand, select
 from diffcorrupt.sweeps.grids import get_grid
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         raise UserError("--submit is for --launcher=tpu or slurm without --dry_run; local runs start unless --dry_run")
     jobs.log_progress()
     grid = get_grid(flags.grid)
-    root = Path(flags.root or f"runs/{grid.name}")
+    root = output_folder(flags.root or f"runs/{grid.name}", "--root")
     runs = select(grid, expand(grid, root, overrides), flags.only)
     configs = check_runs(grid, runs)
     finished = {run.name: step for run in runs if (step := finished_step(run, configs[run.name])) is not None}

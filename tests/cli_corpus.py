@@ -159,6 +159,7 @@ SWEEP = _cases("sweep", ("diffcorrupt", "sweep"), [
     ("launcher-unknown", ["--grid=fmnist_small", "--launcher=k8s"], r"--launcher"),
     ("only-matches-nothing", ["--grid=fmnist_small", "--dry_run", "--only=zzz"], r"zzz"),
     ("submit-locally", ["--grid=fmnist_small", "--submit"], r"--submit"),
+    ("root-is-file", ["--grid=fmnist_small", "--dry_run", "--root={file}"], r"--root"),
 ])
 
 THEORY = _cases("theory", ("diffcorrupt", "theory"), [
@@ -176,6 +177,8 @@ TOOLS = _cases("tool", ("tool",), [
                                         "--preset=kl-f4-small"], r"--force"),
     ("convert-autoencoder-garbage", ["convert_autoencoder.py", "--from={garbage}", "--out={new}",
                                      "--preset=kl-f4-small"], r"garbage"),
+    ("convert-autoencoder-preset-unknown", ["convert_autoencoder.py", "--from={garbage}", "--out={new}",
+                                            "--preset=kl-f99"], r"kl-f99"),
     ("import-dit-garbage", ["import_dit.py", "--from={garbage}", "--workdir={new}"], r"garbage"),
     ("import-dit-missing", ["import_dit.py", "--from={missing}", "--workdir={new}"], r"missing"),
     ("import-dit-autoencoder-missing", ["import_dit.py", "--from={garbage}", "--workdir={new}",

@@ -63,6 +63,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     args = parser.parse_args(argv)
     output_folder(args.out, "--out", fresh=True, force=args.force)
+    if args.preset is not None:
+        preset_config(args.preset)
     if not args.source.exists():
         raise UserError(f"--from={args.source} does not exist; pass a diffusers autoencoder folder or a CompVis "
                         "checkpoint file")
