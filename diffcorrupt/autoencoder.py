@@ -1,7 +1,7 @@
 """``diffcorrupt autoencoder``: train a small autoencoder on the config's dataset, for latent runs on CPU.
 
   diffcorrupt autoencoder --config=configs/<name>.py[:<preset>] --out=DIR [--preset=kl-f4-small|vq-f4-small]
-                          [--steps=2000] [--batch_size=64] [--lr=1e-3] [--seed=0] [--config.<key>=<value> ...]
+                          [--steps=2000] [--batch_size=64] [--lr=1e-3] [--seed=0] [--force] [--config.<key>=<value> ...]
 
 Writes the autoencoder folder (``autoencoder.json``, ``params.npz``) that ``diffcorrupt encode``
 and the sampler read, with its held-out reconstruction error and the latent scale factor (one over

@@ -36,9 +36,10 @@ class Outcome:
     peak_rss: int  # bytes
 
 
-def run_command(argv: list[str], cwd: pathlib.Path, timeout: float = 300, env: dict | None = None) -> Outcome:
-    """``diffcorrupt <job> ...`` as ``python -m diffcorrupt``, ``tool <script> ...`` as ``python tools/<script>``."""
-    head = [sys.executable, "-m", "diffcorrupt"] if argv[0] == "diffcorrupt" else [sys.executable, str(REPO / "tools" / argv[1])]
+def run_command(argv: list[str], cwd: pathlib.Path, timeout: float = 300, env: dict | None = None,
+                tools: pathlib.Path = REPO / "tools") -> Outcome:
+    """``diffcorrupt <job> ...`` as ``python -m diffcorrupt``, ``tool <script> ...`` as ``python <tools>/<script>``."""
+    head = [sys.executable, "-m", "diffcorrupt"] if argv[0] == "diffcorrupt" else [sys.executable, str(tools / argv[1])]
     command = head + list(argv[1:] if argv[0] == "diffcorrupt" else argv[2:])
     out, err = cwd / ".stdout", cwd / ".stderr"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:

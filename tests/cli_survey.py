@@ -5,7 +5,7 @@ of docs/reliability.md ("Hostile command lines").
 
 FOLDER receives the fixtures and a scratch folder per line. ``--code`` runs another checkout of the
 package (e.g. ``git worktree add /tmp/old 4d5754c``: the code before a change) by putting it first
-on the commands' PYTHONPATH; the corpus and fixtures stay this checkout's. ``--stop`` ends a line
+on the commands' PYTHONPATH and running its tools/; the corpus and fixtures stay this checkout's. ``--stop`` ends a line
 after that many seconds: a command still working by then accepted its bad input or checked it too
 late. Prints one JSON line per case, then one summary line: the verdict counts ("ok" is what
 ``test_hostile_cli`` requires, less the prefix check), the peak memory and the seconds.
@@ -23,7 +23,7 @@ import shutil
 import tempfile
 
 from cli_corpus import CASES
-from cli_places import make_places, run_command, snapshot
+from cli_places import REPO, make_places, run_command, snapshot
 
 
 def verdict(status: int, stderr: str, named: bool, wrote: bool) -> str:
@@ -62,7 +62,8 @@ def main() -> None:
             shutil.rmtree(fixtures)
             shutil.copytree(pristine, fixtures, symlinks=True)
         before, cwd = snapshot(fixtures), pathlib.Path(tempfile.mkdtemp(dir=args.folder))
-        outcome = run_command([part.format(**places) for part in case.argv], cwd, timeout=args.stop, env=env)
+        outcome = run_command([part.format(**places) for part in case.argv], cwd, timeout=args.stop, env=env,
+                              tools=pathlib.Path(args.code or REPO) / "tools")
         wrote = snapshot(fixtures) != before or any(cwd.iterdir())
         lines = outcome.stderr.splitlines()
         named = bool(lines) and bool(re.search(case.names, lines[-1]))

@@ -1,6 +1,6 @@
 """Convert released autoencoder weights into the project's autoencoder folder.
 
-    python tools/convert_autoencoder.py --from=PATH --out=DIR [--preset=NAME]
+    python tools/convert_autoencoder.py --from=PATH --out=DIR [--preset=NAME] [--force]
 
 PATH is a diffusers AutoencoderKL / VQModel folder (config.json and
 diffusion_pytorch_model.safetensors or .bin; it carries its own architecture, and --preset, if
