@@ -88,8 +88,8 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     reference = reference or _default_reference(data_config)
     train_reference = train_reference or ("dataset" if data_config is not None else "none")
     out_path = output_file(_out_path(samples_path, out), "--out")
-    names = parse_feature_nets(features, data_config)
-    _check_inputs(samples, names, data_config, inception_weights, [reference, train_reference])
+    names = check_scoring(features, data_config, inception_weights, [reference, train_reference])
+    _check_samples(samples, names, data_config)
     result: dict[str, Any] = {
         "samples": samples.source, "num_samples": len(samples.images), "provenance": samples.settings,
         "reference": {"spec": reference, "count": reference_count}, "train_reference": train_reference,
@@ -114,15 +114,22 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     return result
 
 
-def _check_inputs(samples: SampleSet, names: list[str], data_config: ml_collections.ConfigDict | None,
-                  inception_weights: str | None, references: list[str]) -> None:
-    """Everything the evaluation can refuse, refused before it trains a classifier or computes a
-    feature: minutes of work otherwise, lost to a typo."""
+def check_scoring(features: str | None, data_config: ml_collections.ConfigDict | None, inception_weights: str | None,
+                  references: list[str]) -> list[str]:
+    """The feature networks ``features`` names for this data, each checked with the references
+    ('none' skipped) before any classifier is trained or feature computed: minutes of work
+    otherwise (and, in a report, a sampled set), lost to a typo."""
+    names = parse_feature_nets(features, data_config)
     for name in names:
         check_feature_net(name, data_config=data_config, inception_weights=inception_weights)
     for spec in dict.fromkeys(references):
         if spec != "none":
             check_reference(spec, data_config)
+    return names
+
+
+def _check_samples(samples: SampleSet, names: list[str], data_config: ml_collections.ConfigDict | None) -> None:
+    """Samples the networks cannot take, or with labels the dataset does not have, refused up front too."""
     if "classifier" in names:
         size, channels = data_config.image_size, data_config.channels
         check_classifier_input(samples.images, (size, size, channels), f"{data_config.name}-{size}px")

@@ -18,9 +18,7 @@ from absl import logging
 
 from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.errors import UserError
-from diffcorrupt.evaluate import evaluate
-from diffcorrupt.evaluation.feature_nets import check_feature_net, parse_feature_nets
-from diffcorrupt.evaluation.reference import check_reference
+from diffcorrupt.evaluate import check_scoring, evaluate
 from diffcorrupt.parallel.distributed import on_process_zero
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.tables import write_tables
@@ -40,10 +38,7 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     if not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
     for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds
-        data = pixel_data_config(config.data)
-        for name in parse_feature_nets(features, data):
-            check_feature_net(name, data_config=data, inception_weights=inception_weights)
-        check_reference(reference or "dataset", data)
+        check_scoring(features, pixel_data_config(config.data), inception_weights, [reference or "dataset"])
     sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir, step, config in checkpoints_found:
         flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
