@@ -6,12 +6,21 @@ inherit the environment): many of those compile the same train step or sampler a
 the same executable, loaded instead of rebuilt. It is removed when the session ends.
 """
 
+import contextlib
+import importlib
 import os
 import pathlib
 import shutil
 import tempfile
 
 from diffcorrupt.xla_cpu_flags import add_cpu_flags
+
+# The parity tests' optional peers, where installed, load before anything loads TensorFlow: PyPI's CUDA
+# builds of torch bring triton, whose library ends the process with a segmentation fault when it loads
+# after TensorFlow's (torch 2.14, triton 3.8, tensorflow-cpu 2.x); `bench peers` imports them first too.
+for _peer in ("torch", "diffusers"):
+    with contextlib.suppress(Exception):  # absent or broken: the tests that need it skip and say why
+        importlib.import_module(_peer)
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 add_cpu_flags()

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffcorrupt.autoencoders.presets import PRESETS
+from diffcorrupt.autoencoders.storage import param_shapes, save_autoencoder, unflatten_params
 from diffcorrupt.checkpoint_import.dit_names import diffusers_rules, facebook_rules, to_flax, to_source
 from diffcorrupt.checkpoint_import.dit_sources import read_dit
 from diffcorrupt.checkpoint_import.workdir import write_imported_run
@@ -71,7 +73,7 @@ def test_imported_workdir_is_sampled_and_restores_as_a_train_state(model, tmp_pa
     # A pixel-space config: the sample job does not decode latents yet.
     config = load_config("configs/fmnist.py:tiny", ["model.name=DiT-T/2", "model.learned_sigma=True"])
     params = _random_params(model, seed=1)
-    step_dir = write_imported_run(tmp_path, config, params, INPUT_SHAPE, NUM_CLASSES, "vae/", step=7)
+    step_dir = write_imported_run(str(tmp_path), config, params, INPUT_SHAPE, NUM_CLASSES, "vae/", step=7)  # as the tools pass it
     assert step_dir == tmp_path / "checkpoints" / "7"
     assert json.loads((tmp_path / "model.json").read_text()) == {
         "input_shape": list(INPUT_SHAPE), "num_classes": NUM_CLASSES, "autoencoder": "vae/"}
@@ -193,8 +195,10 @@ def test_matches_the_pytorch_reference(model, tmp_path, repo, capsys):
     spec.loader.exec_module(tool)
     assert tool.main([f"--from={tmp_path / 'DiT-T-2.pt'}", f"--workdir={tmp_path / 'run'}",
                       f"--autoencoder={tmp_path / 'missing'}"]) == 2
-    assert "is not a folder" in capsys.readouterr().err
-    (tmp_path / "vae").mkdir()
+    assert "is not an autoencoder folder" in capsys.readouterr().err
+    vae = PRESETS["kl-f4-small"]  # any stored autoencoder: the tool records its folder, the sample job reads it
+    save_autoencoder(tmp_path / "vae", vae, unflatten_params({name: np.zeros(shape, np.float32) for name, shape
+                                                              in param_shapes(vae).items()}), {"source": "test"})
     assert tool.main([f"--from={tmp_path / 'pipeline'}", f"--workdir={tmp_path / 'run'}",
                       f"--autoencoder={tmp_path / 'vae'}"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -46,7 +46,8 @@ def write_imported_run(workdir: str | Path, config: ml_collections.ConfigDict, p
     difference). A workdir that already holds checkpoints is refused: an import never mixes with,
     or overwrites, a run.
     """
-    directory = check_fresh_workdir(workdir) / "checkpoints"
+    workdir = check_fresh_workdir(workdir)
+    directory = workdir / "checkpoints"
     params = jax.tree.map(jnp.asarray, params)
     _check_tree(params, config, input_shape, num_classes)
     optimizer, _ = make_optimizer(config.train)
