@@ -19,21 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcorrupt.models.affine import affine
+
 Dtype = Any
 DEFAULT_INIT = nn.initializers.xavier_uniform()
 
 
 def dense(features: int, axes: tuple[str | None, str | None], *, name: str | None = None, dtype: Dtype = jnp.float32,
-          use_bias: bool = True, kernel_init=DEFAULT_INIT, bias_init=nn.initializers.zeros) -> nn.Dense:
-    """A Dense layer whose kernel is named ``axes`` (in, out) and bias ``axes[1]``."""
-    return nn.Dense(
-        features,
-        use_bias=use_bias,
-        dtype=dtype,
-        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-        bias_init=nn.with_logical_partitioning(bias_init, (axes[1],)),
-        name=name,
-    )
+          use_bias: bool = True, kernel_init=DEFAULT_INIT, bias_init=nn.initializers.zeros) -> Projection:
+    """A dense layer (``nn.Dense``'s parameters: kernel (in, out) named ``axes``, bias ``axes[1]``)."""
+    return Projection((features,), axes, use_bias=use_bias, dtype=dtype, kernel_init=kernel_init,
+                      bias_init=bias_init, name=name)
 
 
 def conv(features: int, kernel: int, *, stride: int = 1, name: str | None = None, dtype: Dtype = jnp.float32,
@@ -99,19 +95,21 @@ class Projection(nn.Module):
     in_axes: int = 1
     use_bias: bool = True
     dtype: Dtype = jnp.float32
+    kernel_init: Any = None  # default: Xavier over all input and output axes
+    bias_init: Any = nn.initializers.zeros
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         shape = x.shape[-self.in_axes:] + self.features
-        init = nn.initializers.variance_scaling(
+        init = self.kernel_init or nn.initializers.variance_scaling(
             1.0, "fan_avg", "uniform", in_axis=tuple(range(self.in_axes)),
             out_axis=tuple(range(self.in_axes, len(shape))))
         kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape)
-        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_axes)
+        bias = None
         if self.use_bias:
             bias_axes = self.axes[self.in_axes:]
-            y = y + self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes), self.features).astype(self.dtype)
-        return y
+            bias = self.param("bias", nn.with_logical_partitioning(self.bias_init, bias_axes), self.features).astype(self.dtype)
+        return affine(x.astype(self.dtype), kernel.astype(self.dtype), bias, self.in_axes)
 
 
 class MultiHeadAttention(nn.Module):
