@@ -41,7 +41,9 @@ def test_table_shows_figures_ratio_date_commit_and_command():
              "commit": "abc1234", "machine": "some CPU, 2 cores", "result": peers},
             {"name": "train LDM-small", "command": "c", "date": "2026-11-28", "commit": "abc1234", "machine": "some CPU, 2 cores",
              "result": json.loads('{"bench": "train", "images_per_s": 21.2, "tflops_per_s_per_device": 0.17}')}]
-    text = bench_suite.table(rows)
+    older = dict(rows[0], commit="0000000", result=dict(peers, ratio_ours_over_peer=0.5))
+    text = bench_suite.table([older, *rows])  # a rerun appends: the newest line of a row is the one shown
+    assert "0000000" not in text and "**0.50**" not in text
     assert "| peers-train DiT-T/2 | 30.1 images/s | 26.0 images/s | **1.16** | 2026-11-28 | abc1234 | " \
            "`.venv/bin/diffcorrupt bench peers --what=train` |" in text
     assert "| train LDM-small | 21.2 images/s, 0.17 TFLOP/s per device | no peer |" in text

@@ -131,9 +131,9 @@ def _figures(result: dict) -> tuple[str, str, str]:
 
 
 def table(rows: list[dict]) -> str:
-    """Rows in the suite's order (a row rerun later keeps its place), then any others."""
+    """The newest figure of each row (the file keeps the older ones), in the suite's order, then any others."""
     order = {name: index for index, (name, _) in enumerate(SUITE)}
-    rows = sorted(rows, key=lambda row: order.get(row["name"], len(order)))
+    rows = sorted({row["name"]: row for row in rows}.values(), key=lambda row: order.get(row["name"], len(order)))
     lines = ["| benchmark | ours | peer | ours / peer | date | commit | command |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         ours, peer, ratio = _figures(row["result"])
