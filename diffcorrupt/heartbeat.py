@@ -37,7 +37,7 @@ def heartbeat(label: str, every_s: float = 10.0) -> Iterator[None]:
     began, done = time.monotonic(), threading.Event()
 
     def beat() -> None:
-        while not done.wait(min(1.0, every_s / 4)):
+        while not done.wait(min(0.5, every_s / 4)):
             if time.monotonic() - last.at >= every_s:
                 absl_logging.info("%s: still working (%.0f s so far)", label, time.monotonic() - began)
 
