@@ -25,7 +25,7 @@ on the CPU otherwise, as its users run it: torch's default thread count and libg
 policy (``peer_wait_policy="default"`` leaves ``OMP_WAIT_POLICY`` as the caller's environment has it).
 ``"passive"`` is for a shared machine only: libgomp's spinning barriers made every torch op about 100x
 slower on the 2 development cores while another job shared them, but on an idle machine PASSIVE slows
-the peer (a DiT-S/4 step by about a quarter), so a ratio against it flatters ours.
+the peer (a DiT-S/4 step by 5% here, 27% in issue 15's report), so a ratio against it flatters ours.
 
 torch and diffusers are an optional extra (``pip install -e '.[peers]'``), imported only here; when
 one is missing, or the wheel cannot be fetched, the line says which peer is unavailable and why.
