@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from diffcorrupt import jobs
@@ -36,10 +36,12 @@ from diffcorrupt.evaluation.reference import check_reference, reference_stats
 from diffcorrupt.evaluation.sample_files import SampleSet, read_samples
 from diffcorrupt.evaluation.scores import NEIGHBOURS, score
 from diffcorrupt.flag_types import positive_int
-from diffcorrupt.output_paths import output_file
+from diffcorrupt.output_paths import output_file, write_atomically
 from diffcorrupt.parallel.distributed import launched_as_peer
 from diffcorrupt.sampling.restore import saved_run_config
 
+# Bumped when evaluate computes new metrics: a batch report recomputes metrics files of older versions.
+METRICS_VERSION = 2
 PROTOCOL = {
     "inception": "TF FID Inception (2015-12-05) in Flax: uint8 -> bilinear resize to 299 as TF1 ResizeBilinear "
                  "(align_corners=False, no half-pixel centres) -> (x - 128) / 128; FID on pool_3, sFID on the "
@@ -48,6 +50,16 @@ PROTOCOL = {
     "precision_recall": f"ADM k-NN manifolds, k = {NEIGHBOURS}, squared L2 in pooled features",
     "memorization": "L2-normalised pooled features; ratio of samples whose nearest training feature is closer "
                     "than 0.12, and the mean distance to the 5 nearest (the paper uses CLIP features)",
+    "sample_entropy": "entropy (nats) of the samples' mean soft code assignment softmax(-||x - c||^2 / tau) over "
+                      "a k-means codebook (up to 256 codes) of the L2-normalised reference features, tau the "
+                      "reference's mean squared distance to its code; sample_entropy_real is the reference's own "
+                      "(the paper uses a VQ autoencoder's codebook)",
+    "top_pr": "TopP&R (Kim et al. 2023) as their top_pr 0.2.1 computes it on features of more than 3 dimensions: "
+              "a fixed Xavier-normal projection to 32 dimensions, balloon-estimated bandwidths (k = 160), cosine "
+              "KDEs with bootstrap confidence bands (alpha 0.1, 10 resamples, seed 42)",
+    "rmd": "relative Mahalanobis distance of each sample at its class: class Gaussians with a shared covariance "
+           "minus one class-agnostic Gaussian, fitted on the labelled reference features (Ren et al. 2021); "
+           "rmd_top1pct is the mean of the highest 1%, the per-sample values are in the rmd file",
 }
 
 
@@ -95,6 +107,7 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
         "reference": {"spec": reference, "count": reference_count}, "train_reference": train_reference,
         "networks": {}, "protocol": {}, "requested": requested, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    rmd_files: dict[str, Any] = {}
     for name in names:
         net = make_feature_net(name, data_config=data_config, inception_weights=inception_weights)
         ref = reference_stats(reference, net, data_config=data_config, count=reference_count)
@@ -103,14 +116,22 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
             same = train_reference == reference
             train = ref if same else reference_stats(train_reference, net, data_config=data_config, count=reference_count)
         logging.info("evaluate: %s features of %d samples", name, len(samples.images))
-        metrics = score(net, samples.images, samples.conditions(), ref, train)
+        metrics, distributions = score(net, samples.images, samples.conditions(), ref, train)
         result["networks"][name] = {"weights_sha256": net.weights_hash, "reference_images": ref.meta.get("count"),
                                     "metrics": metrics}
         result["protocol"][name] = PROTOCOL[name]
+        if "rmd" in distributions:
+            rmd_files[name] = distributions["rmd"]
+            result["networks"][name]["rmd_file"] = _rmd_path(out_path).name
+            result["protocol"]["rmd"] = PROTOCOL["rmd"]
     result["protocol"]["precision_recall"] = PROTOCOL["precision_recall"]
+    result["protocol"]["sample_entropy"] = PROTOCOL["sample_entropy"]
+    result["protocol"]["top_pr"] = PROTOCOL["top_pr"]
     if train_reference != "none":
         result["protocol"]["memorization"] = PROTOCOL["memorization"]
-    _write_json(out_path, result)
+    if rmd_files:  # before the JSON, so that a metrics file never names an rmd file that is not there
+        write_atomically(_rmd_path(out_path), lambda handle: np.savez(handle, **rmd_files))
+    write_atomically(out_path, lambda handle: handle.write((json.dumps(result, indent=2, sort_keys=True) + "\n").encode()))
     return result
 
 
@@ -157,11 +178,9 @@ def _out_path(samples_path: str | Path, out: str | Path | None) -> Path:
     return path / "metrics.json" if path.is_dir() else path.with_name(path.stem + "_metrics.json")
 
 
-def _write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+def _rmd_path(out_path: Path) -> Path:
+    """Where the per-sample RMD of each feature network goes: beside the metrics JSON."""
+    return out_path.with_name(out_path.stem + "_rmd.npz")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from diffcorrupt.errors import UserError
 
@@ -44,3 +45,15 @@ def _check_parent(path: Path, flag: str, text: str | Path) -> None:
         raise UserError(f"{flag}={text} lies under {existing}, which is a file; pass a path in a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag}={text}: {existing} is not writable; pass a path on a writable disk")
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Writes ``path`` through ``write`` into a temporary sibling renamed into place once synced, so a
+    crash leaves the old file or the new one, never half of either."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)

@@ -54,9 +54,16 @@ def test_evaluate_writes_every_number_with_provenance(runs, tmp_path):
     written = json.loads((pathlib.Path(folder) / "metrics.json").read_text())
     assert written == json.loads(json.dumps(result))
     metrics = written["networks"]["classifier"]["metrics"]
-    for key in ("fd", "precision", "recall", "accuracy", "memorization_ratio", "top5_distance"):
+    for key in ("fd", "precision", "recall", "accuracy", "memorization_ratio", "top5_distance", "rmd_top1pct",
+                "rmd_mean", "sample_entropy", "sample_entropy_real"):
         assert np.isfinite(metrics[key]), key
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["accuracy"] <= 1 and metrics["fd"] > 0
+    assert metrics["rmd_top1pct"] >= metrics["rmd_mean"]
+    assert 0 <= metrics["sample_entropy"] <= np.log(metrics["sample_entropy_codes"]) + 1e-9
+    with np.load(pathlib.Path(folder) / written["networks"]["classifier"]["rmd_file"]) as rmd:
+        assert rmd["classifier"].shape == (24,) and np.isclose(rmd["classifier"].mean(), metrics["rmd_mean"])
+    assert {"rmd", "sample_entropy", "top_pr"} <= set(written["protocol"])
+    assert "needs 162 samples" in metrics["top_pr_note"]  # 24 samples: too few for its bandwidth estimate
     provenance = written["provenance"]
     assert (provenance["step"], provenance["sampler"], provenance["steps"], provenance["cfg_scale"]) == (2, "ddim", 3, 2.0)
     assert written["num_samples"] == 24 and len(written["networks"]["classifier"]["weights_sha256"]) == 64
@@ -76,6 +83,15 @@ def test_same_images_in_every_layout_score_the_same(runs, tmp_path):
               for k, path in enumerate((folder, tmp_path / "adm.npz", pictures))]
     assert scores[0]["fd"] == pytest.approx(scores[1]["fd"]) == pytest.approx(scores[2]["fd"])
     assert scores[0]["accuracy"] == scores[1]["accuracy"] and "accuracy" not in scores[2]  # folders carry no labels
+    assert scores[0]["rmd_top1pct"] == pytest.approx(scores[1]["rmd_top1pct"])
+    assert scores[2]["rmd_top1pct"] != scores[0]["rmd_top1pct"]  # unlabelled: each sample at its nearest class
+
+
+def test_too_small_a_reference_says_which_metric_it_skips(runs, tmp_path):
+    folder = _samples(runs[0], tmp_path, cfg_scale="1", num_samples=16)[0]["samples"]
+    metrics = evaluate_job.evaluate(folder, reference_count=30, train_reference="none")["networks"]["classifier"]["metrics"]
+    assert "sample_entropy" not in metrics and "raise --reference_count" in metrics["sample_entropy_note"]
+    assert np.isfinite(metrics["fd"])
 
 
 def test_bad_inputs_get_one_sentence(runs, tmp_path, capsys):
@@ -114,6 +130,9 @@ def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, t
     assert {line.split(",")[table[0].split(",").index("eta")] for line in table[1:]} == {"0.0", "0.2"}
     assert (out / "best.md").is_file() and (out / "summary.md").is_file()
     assert (out / "classifier_vs_cfg.png").is_file() and (out / "classifier_vs_eta.png").is_file()
+    for plot in ("accuracy_vs_cfg", "rmd_top1pct_vs_cfg", "sample_entropy_vs_cfg", "rmd_density"):
+        assert (out / f"classifier_{plot}.png").is_file(), plot
+    assert "rmd_top1pct" in table[0] and "sample_entropy" in table[0]
     metrics = sorted(pathlib.Path(runs[0]).glob("eval/step_*/*/metrics.json"))
     assert len(metrics) == 4
     before = [p.stat().st_mtime_ns for p in metrics]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import pathlib
 import zipfile
 from typing import Any
@@ -28,6 +27,7 @@ from diffcorrupt.autoencoders.kl import AutoencoderKL
 from diffcorrupt.autoencoders.presets import AutoencoderConfig
 from diffcorrupt.autoencoders.vq import VQModel
 from diffcorrupt.errors import UserError
+from diffcorrupt.output_paths import write_atomically
 from diffcorrupt.weights.hashing import file_sha256
 
 CONFIG_FILE = "autoencoder.json"
@@ -103,15 +103,6 @@ class LoadedAutoencoder:
 
 
 
-def _write_atomically(path: pathlib.Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
-
-
 def check_params(config: AutoencoderConfig, flat: dict[str, Any], where: str) -> None:
     """Raises ``UserError`` naming the first parameter of ``config`` that ``flat`` lacks or shapes
     differently, or the first name it has that the module does not."""
@@ -136,10 +127,10 @@ def save_autoencoder(directory: str | pathlib.Path, config: AutoencoderConfig, p
     directory.mkdir(parents=True, exist_ok=True)
     flat = flatten_params(params)
     check_params(config, flat, "the params to save")
-    _write_atomically(directory / PARAMS_FILE, lambda file: np.savez(file, **flat))
+    write_atomically(directory / PARAMS_FILE, lambda file: np.savez(file, **flat))
     sha256 = file_sha256(directory / PARAMS_FILE)
     record = {**config.to_json(), "source": str(meta.get("source", "")), "sha256": sha256, "meta": meta}
-    _write_atomically(directory / CONFIG_FILE, lambda file: file.write(json.dumps(record, indent=2).encode()))
+    write_atomically(directory / CONFIG_FILE, lambda file: file.write(json.dumps(record, indent=2).encode()))
     return sha256
 
 

@@ -1,8 +1,9 @@
 """Reference statistics: features of real images, computed once per (images, feature network) and cached.
 
 A reference is what samples are compared with: the mean and covariance of its pooled features
-(FID), of its spatial features (sFID), and the pooled features themselves (precision/recall and
-memorization need the points, not just their moments). It is named by a spec:
+(FID), of its spatial features (sFID), the pooled features themselves (precision/recall and
+memorization need the points, not just their moments) and, where the images have classes, their
+labels (RMD fits its class Gaussians on them). It is named by a spec:
 
 - ``dataset[:split]``: the clean images of the run's dataset (the config saved with the checkpoint
   that made the samples), centre-cropped to the training resolution exactly as training saw them;
@@ -50,20 +51,24 @@ class FeatureStats:
     spatial_mu: np.ndarray | None
     spatial_sigma: np.ndarray | None
     meta: dict[str, Any]
+    labels: np.ndarray | None = None  # (N,) class labels of the features, where the images have them
 
 
-def stats_of(features: dict[str, np.ndarray], meta: dict[str, Any]) -> FeatureStats:
+def stats_of(features: dict[str, np.ndarray], meta: dict[str, Any], labels: np.ndarray | None = None) -> FeatureStats:
     mu, sigma = gaussian_stats(features["pool"])
     spatial_mu = spatial_sigma = None
     if "spatial" in features:
         spatial_mu, spatial_sigma = gaussian_stats(spatial_features(features["spatial"]))
-    return FeatureStats(features["pool"].astype(np.float32), mu, sigma, spatial_mu, spatial_sigma, meta)
+    return FeatureStats(features["pool"].astype(np.float32), mu, sigma, spatial_mu, spatial_sigma, meta,
+                        None if labels is None else np.asarray(labels, np.int64))
 
 
 def save_stats(stats: FeatureStats, path: Path) -> None:
     arrays = {"features": stats.features, "mu": stats.mu, "sigma": stats.sigma, "meta": np.asarray(json.dumps(stats.meta))}
     if stats.spatial_mu is not None:
         arrays.update(spatial_mu=stats.spatial_mu, spatial_sigma=stats.spatial_sigma)
+    if stats.labels is not None:
+        arrays["labels"] = stats.labels
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     with open(temporary, "wb") as handle:
@@ -78,7 +83,8 @@ def load_stats(path: Path) -> FeatureStats:
                 raise UserError(f"{path} is not a reference-statistics file (it lacks {', '.join(STATS_KEYS)})")
             spatial = "spatial_mu" in data.files
             return FeatureStats(data["features"], data["mu"], data["sigma"], data["spatial_mu"] if spatial else None,
-                                data["spatial_sigma"] if spatial else None, json.loads(str(data["meta"])))
+                                data["spatial_sigma"] if spatial else None, json.loads(str(data["meta"])),
+                                data["labels"] if "labels" in data.files else None)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise UserError(f"reference statistics {path} do not read back ({err}); delete the file to recompute it") from err
 
@@ -91,15 +97,15 @@ def reference_stats(spec: str, net: FeatureNet, *, data_config: ml_collections.C
         stats = load_stats(path)
         _check_network(stats, net, path)
         return stats
-    name, key_parts, load_images = _resolve(spec, data_config, count)
+    name, key_parts, load = _resolve(spec, data_config, count)
     key = hashlib.sha256(json.dumps([key_parts, net.name, net.weights_hash], sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_root() / "reference" / f"{name}-{net.name}-{key}.npz"
     if cached.is_file():
         return load_stats(cached)
-    images = load_images()
+    images, labels = load()
     logging.info("reference %s: computing %s features of %d images (cached as %s)", spec, net.name, len(images), cached)
     stats = stats_of(net(images), {"spec": spec, "count": len(images), "network": net.name,
-                                   "weights_sha256": net.weights_hash, "key": key_parts})
+                                   "weights_sha256": net.weights_hash, "key": key_parts}, labels)
     save_stats(stats, cached)
     return stats
 
@@ -133,7 +139,8 @@ def _check_network(stats: FeatureStats, net: FeatureNet, path: Path) -> None:
 
 
 def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: int | None):
-    """(cache name, what the cache key hashes, a loader of the uint8 images) of a spec."""
+    """(cache name, what the cache key hashes, a loader of (uint8 images, their class labels or None)) of
+    a spec. The key's ``labels`` entry retires the caches written before labels were kept."""
     name, _, split = spec.partition(":")
     if name == "dataset":
         if data_config is None:
@@ -142,15 +149,20 @@ def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: in
         data = ml_collections.ConfigDict(data_config.to_dict())
         data.split = split or data.split
         parts = {k: data[k] for k in ("name", "split", "data_dir", "image_size", "channels", "num_examples")}
-        parts["count"] = count
-        return f"{data.name}-{data.split}-{data.image_size}px", parts, lambda: dataset_images(data, count)
+        parts.update(count=count, labels=True)
+        return (f"{data.name}-{data.split}-{data.image_size}px", parts,
+                lambda: (dataset_images(data, count), dataset_labels(data, count)))
     path = Path(spec)
     if not path.exists():
         raise UserError(f"--reference={spec} does not exist; pass dataset[:split], an ADM .npz, an image folder "
                         "or a statistics .npz")
     stat = path.stat()
-    parts = {"path": str(path.absolute()), "size": stat.st_size, "mtime": stat.st_mtime, "count": count}
-    return path.stem, parts, lambda: read_samples(path).images[:count]
+    parts = {"path": str(path.absolute()), "size": stat.st_size, "mtime": stat.st_mtime, "count": count, "labels": True}
+    return path.stem, parts, lambda: _images_and_labels(read_samples(path), count)
+
+
+def _images_and_labels(samples, count: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    return samples.images[:count], None if samples.labels is None else samples.labels[:count]
 
 
 def dataset_images(data: ml_collections.ConfigDict, count: int | None) -> np.ndarray:
@@ -160,3 +172,10 @@ def dataset_images(data: ml_collections.ConfigDict, count: int | None) -> np.nda
     from diffcorrupt.data.sources.registry import make_source
 
     return clean_images(make_source(data), data.image_size, data.channels, count)
+
+
+def dataset_labels(data: ml_collections.ConfigDict, count: int | None) -> np.ndarray | None:
+    """The clean class labels of ``dataset_images``' images, or None for a dataset of captions."""
+    from diffcorrupt.data.sources.registry import condition_of, make_source
+
+    return make_source(data).labels()[:count] if condition_of(data) == "class" else None

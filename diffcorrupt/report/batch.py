@@ -18,7 +18,7 @@ from absl import logging
 
 from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.errors import UserError
-from diffcorrupt.evaluate import check_scoring, evaluate
+from diffcorrupt.evaluate import METRICS_VERSION, check_scoring, evaluate
 from diffcorrupt.parallel.distributed import on_process_zero
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.tables import write_tables
@@ -49,11 +49,12 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
         rows: list[dict[str, Any]] = []
         for workdir, record, config in sampled:
             metrics_path = Path(record["samples"]) / METRICS_FILE
-            wanted = {"features": features, "reference": reference, "reference_count": reference_count}
+            wanted = {"features": features, "reference": reference, "reference_count": reference_count,
+                      "metrics_version": METRICS_VERSION}
             if not _up_to_date(metrics_path, wanted):
                 evaluate(record["samples"], reference=reference, features=features, inception_weights=inception_weights,
                          reference_count=reference_count, data_config=config.data, out=metrics_path, requested=wanted)
-            rows.extend(rows_of(json.loads(metrics_path.read_text()), workdir, config))
+            rows.extend(rows_of(json.loads(metrics_path.read_text()), workdir, config, metrics_path))
         out.mkdir(parents=True, exist_ok=True)
         tables = write_tables(rows, out)
         plots = write_plots(rows, out)
@@ -63,9 +64,10 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     return on_process_zero("report", score_and_tabulate)
 
 
-def rows_of(result: dict[str, Any], workdir: Path, config) -> list[dict[str, Any]]:
+def rows_of(result: dict[str, Any], workdir: Path, config, metrics_path: Path) -> list[dict[str, Any]]:
     """One row per feature network of a metrics file, labelled with the run's training settings
-    (``config``, the one saved with the checkpoint that was sampled)."""
+    (``config``, the one saved with the checkpoint that was sampled); ``rmd_file`` is the per-sample
+    RMD beside the metrics file at ``metrics_path``, for the density plot."""
     settings = result["provenance"]
     corruption = config.data.corruption
     cep = config.model.cep
@@ -77,7 +79,9 @@ def rows_of(result: dict[str, Any], workdir: Path, config) -> list[dict[str, Any
         "step": settings["step"], "sampler": settings["sampler"], "steps": settings["steps"],
         "cfg_scale": settings["cfg_scale"], "num_samples": result["num_samples"],
     }
-    return [{**base, "network": name, **network["metrics"]} for name, network in result["networks"].items()]
+    return [{**base, "network": name, **network["metrics"],
+             **({"rmd_file": str(metrics_path.parent / network["rmd_file"])} if "rmd_file" in network else {})}
+            for name, network in result["networks"].items()]
 
 
 def _corruption(corruption) -> str:

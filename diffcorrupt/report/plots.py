@@ -1,6 +1,7 @@
-"""Figures for a batch evaluation, one set per feature network: the guidance-scale sweep, the cost of corruption
-(distance vs corruption ratio), the precision/recall trade-off and training progress. All read seed-aggregated
-settings (see tables.aggregate), so error bars are the spread over training seeds."""
+"""Figures for a batch evaluation, one set per feature network: the guidance-scale sweep (of the distance and of
+each further metric of the paper), the cost of corruption (distance vs corruption ratio), the precision/recall
+trade-off, training progress, and the distribution of the samples' RMD (the paper's Fig. 4). All but the last read
+seed-aggregated settings (see tables.aggregate), so error bars are the spread over training seeds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pathlib
 from collections.abc import Callable, Iterable, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -15,6 +17,9 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
+
+# Metrics drawn against the guidance scale besides the primary distance, where a network has them.
+SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy")
 
 NETWORK_NAMES = {"inception": "Inception", "classifier": "classifier features"}
 # A line: label -> points (x, mean, std or None), drawn in x order.
@@ -60,12 +65,13 @@ def _save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, titl
     return _finish(fig, ax, path, xlabel, ylabel, title)
 
 
-def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool:
-    metric = primary_metric(network)
+def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row], metric: str | None = None) -> bool:
+    metric = metric or primary_metric(network)
     suffix = _sampler_suffix(aggregated)
     lines: Lines = {}
     for row in _latest(aggregated, key=lambda r: setting_label(r) + suffix(r)):
-        _add(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
+        if metric_value(row, metric) is not None:
+            _add(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
     return _save_lines(path, lines, "classifier-free guidance scale", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} vs guidance scale (latest step)")
 
@@ -123,6 +129,28 @@ def _precision_recall(path: pathlib.Path, network: str, aggregated: Sequence[Row
                    "precision vs recall across guidance scales (latest step; points labelled by scale)")
 
 
+def _rmd_density(path: pathlib.Path, network: str, rows: Sequence[Row], best: Sequence[Row]) -> bool:
+    """The per-sample RMD of each setting at its best guidance scale (latest step), seeds pooled, as
+    density curves: a model that reaches into the tails of each class moves its mass to the right."""
+    chosen = {(setting_label(r), r["cfg_scale"], r["step"], r.get("sampler"), r.get("steps")) for r in
+              _latest(best, key=setting_label)}
+    pooled: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        if row.get("rmd_file") and (setting_label(row), row["cfg_scale"], row["step"], row.get("sampler"),
+                                    row.get("steps")) in chosen:
+            with np.load(row["rmd_file"]) as files:
+                pooled.setdefault(f"{setting_label(row)} (guidance {row['cfg_scale']:g})", []).append(files[network])
+    if not pooled:
+        return False
+    values = {label: np.concatenate(parts) for label, parts in pooled.items()}
+    edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=60)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, scores in values.items():
+        density, _ = np.histogram(scores, bins=edges, density=True)
+        ax.plot((edges[:-1] + edges[1:]) / 2, density, label=f"{label}, {len(scores)} samples")
+    return _finish(fig, ax, path, f"relative Mahalanobis distance ({NETWORK_NAMES.get(network, network)})", "density", "RMD of the samples at each setting's best guidance scale (latest step)")
+
+
 def _finish(fig, ax, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -> bool:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -136,11 +164,13 @@ def _finish(fig, ax, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -
 
 
 def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathlib.Path]:
-    """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png and <network>_vs_step.png for
-    each feature network in rows; a figure whose x axis would hold a single value is not written. Returns the
+    """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png, <network>_vs_step.png,
+    <network>_<metric>_vs_cfg.png for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network
+    in rows; a figure whose x axis would hold a single value, or that has no data, is not written. Returns the
     paths written."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
     aggregated = aggregate(rows)
     best = best_scale(aggregated)
     written = []
@@ -154,4 +184,11 @@ def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathli
             path = out / f"{network}_{name}.png"
             if draw(path, network, data):
                 written.append(path)
+        for metric in SWEPT_METRICS:
+            path = out / f"{network}_{metric}_vs_cfg.png"
+            if _vs_cfg(path, network, everything, metric):
+                written.append(path)
+        path = out / f"{network}_rmd_density.png"
+        if _rmd_density(path, network, [r for r in rows if r["network"] == network], ranked):
+            written.append(path)
     return written

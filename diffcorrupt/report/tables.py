@@ -17,10 +17,10 @@ from typing import Any
 Row = Mapping[str, Any]
 
 METRICS = ("fid", "fd", "sfid", "inception_score", "precision", "recall", "accuracy", "memorization_ratio",
-           "top5_distance")
+           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy")
 METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS", "precision": "precision",
                 "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
-                "top5_distance": "top-5 distance"}
+                "top5_distance": "top-5 distance", "top_f1": "TopP&R F1", "rmd_top1pct": "top-1% RMD", "sample_entropy": "sample entropy"}
 IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "baseline", "seed", "step", "sampler", "steps",
             "cfg_scale", "num_samples", "network")
 # Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
@@ -28,7 +28,7 @@ IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "baseli
 RUN_KEYS = ("run", "workdir", "config_hash", "seed")
 SETTING_KEYS = tuple(k for k in IDENTITY if k not in RUN_KEYS)
 _ORDER = ("network", "corruption", "cep", "baseline", "eta", "step", "cfg_scale")
-_THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio"})
+_THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio", "sample_entropy", "top_f1"})
 _PAPER_METRICS = ("precision", "recall", "accuracy")
 _MISSING = "—"
 _CEP_SHORT = {"uniform": "U", "gaussian": "G"}
