@@ -1,6 +1,6 @@
 """The demo's evaluation: the batch evaluator samples every run at each guidance scale, scores the
-samples with the Fashion-MNIST feature classifier (FD, precision, recall, class accuracy) against
-the images the runs were trained on, and writes the tables and plots the report embeds.
+samples with the Fashion-MNIST feature classifier (FD, precision, recall, class accuracy, TopP&R,
+top-1% RMD, sample entropy) against the images the runs were trained on, and writes the tables and plots the report embeds.
 
 Sampling resumes from the shards already written and a metrics file computed with the same
 arguments is kept, so a rerun only fills in what is missing.
@@ -35,7 +35,11 @@ def evaluation_stage(out: pathlib.Path, scale: Scale, lines: list[str]) -> dict:
               f"{scale.sampler_steps} steps, EMA weights, latest checkpoint), decoded by the autoencoder and scored "
               "by a CNN trained on clean Fashion-MNIST: FD is the Frechet distance of its features to the training "
               "images' (lower is better), accuracy the share of samples it assigns to the class they were sampled "
-              "for. Every number with its provenance is in `runs/<name>/eval/`; all rows in `report/results.csv`.", "",
+              "for, TopP&R F1 the harmonic mean of precision and recall on supports cut to their significant part, "
+              "top-1% RMD how far the most atypical samples sit from their class (relative Mahalanobis distance), "
+              "and sample entropy how evenly the samples spread over a codebook of the data's features (the "
+              "data's own is `sample_entropy_real`). Every number with its provenance is in `runs/<name>/eval/`; "
+              "all rows in `report/results.csv`.", "",
               "Each run at its best guidance scale:", "", best, "", "Every scale:", "", table, ""]
     lines += [f"![{pathlib.Path(p).stem}](report/{pathlib.Path(p).name})" for p in summary["plots"]]
     middle = scale.cfg_scales.split(",")[len(scale.cfg_scales.split(",")) // 2]
