@@ -1,6 +1,7 @@
 """The demo's evaluation: the batch evaluator samples every run at each guidance scale, scores the
 samples with the Fashion-MNIST feature classifier (FD, precision, recall, class accuracy, TopP&R,
-top-1% RMD, sample entropy) against the images the runs were trained on, and writes the tables and plots the report embeds.
+top-1% RMD, sample entropy) against the images the runs were trained on, and writes the tables and
+plots the report embeds.
 
 Sampling resumes from the shards already written and a metrics file computed with the same
 arguments is kept, so a rerun only fills in what is missing.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +31,7 @@ from diffcorrupt.cache import cache_root
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation.frechet import gaussian_stats, spatial_features
 from diffcorrupt.evaluation.sample_files import read_samples
+from diffcorrupt.output_paths import write_atomically
 
 STATS_KEYS = ("features", "mu", "sigma")
 
@@ -69,11 +69,7 @@ def save_stats(stats: FeatureStats, path: Path) -> None:
         arrays.update(spatial_mu=stats.spatial_mu, spatial_sigma=stats.spatial_sigma)
     if stats.labels is not None:
         arrays["labels"] = stats.labels
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(temporary, path)
+    write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_stats(path: Path) -> FeatureStats:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-KEPT = 8  # derived objects held at once; the oldest goes first
+KEPT = 6  # derived objects held at once (three metrics, two networks); the oldest goes first
 _MEMO: dict[tuple, Any] = {}
 
 
