@@ -13,14 +13,14 @@ exactly as plain distances would, and evaluates them block by block so that memo
 import numpy as np
 
 
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise squared L2 distances (float32) between the rows of ``a`` (M, D) and ``b`` (N, D).
+def squared_distances(a: np.ndarray, b: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Pairwise squared L2 distances between the rows of ``a`` (M, D) and ``b`` (N, D), in ``dtype``.
 
-    Expands ||a||^2 - 2 a.b + ||b||^2 so that the work is one float32 matmul, as ADM does, and clamps the
-    round-off negatives at 0. The absolute error is about float32 epsilon times the squared norms.
+    Expands ||a||^2 - 2 a.b + ||b||^2 so that the work is one matmul (float32 by default, as ADM does), and
+    clamps the round-off negatives at 0. The absolute error is about the dtype's epsilon times the squared norms.
     """
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
+    a = np.asarray(a, dtype=dtype)
+    b = np.asarray(b, dtype=dtype)
     d = a @ b.T
     d *= -2.0  # in place: a 10k x 10k block is 400 MB, and temporaries would double it
     d += np.einsum("ij,ij->i", a, a)[:, None]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.special
 
+from diffcorrupt.evaluation.manifold import squared_distances
 from diffcorrupt.evaluation.reference_memo import from_reference
 
 TAU = 1.0
@@ -43,10 +44,8 @@ def code_probabilities(latents: np.ndarray, codebook: np.ndarray, tau: float = T
     if not len(vectors):
         raise ValueError("no latent vectors to measure")
     total = np.zeros(len(codebook))
-    code_norms = np.einsum("kd,kd->k", codebook, codebook)
     for start in range(0, len(vectors), batch_size):
-        block = vectors[start:start + batch_size]
-        distances = np.einsum("nd,nd->n", block, block)[:, None] - 2.0 * block @ codebook.T + code_norms[None]
+        distances = squared_distances(vectors[start:start + batch_size], codebook, np.float64)
         total += scipy.special.softmax(-distances / tau, axis=1).sum(axis=0)
     return total / len(vectors)
 
@@ -84,7 +83,7 @@ def feature_codebook(real: np.ndarray, codes: int = CODES, seed: int = 0) -> tup
 
 
 def _nearest(points: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    return np.argmin(np.einsum("kd,kd->k", codebook, codebook)[None] - 2.0 * points @ codebook.T, axis=1)
+    return np.argmin(squared_distances(points, codebook, np.float64), axis=1)
 
 
 def feature_entropy(samples: np.ndarray, real: np.ndarray) -> dict[str, float]:

@@ -4,8 +4,9 @@ Names follow the literature: in Inception features ``fid``, ``sfid`` and ``incep
 trained classifier's features ``fd`` (the same Frechet distance, in another space, so not
 comparable with published FIDs) and ``accuracy`` (how often the sample shows its condition). Both
 give ``precision``/``recall`` (ADM's k-NN manifolds, k = 3), TopP&R's ``top_precision``,
-``top_recall`` and ``top_f1``, ``sample_entropy`` (with the reference's own beside it), ``rmd_top1pct`` and ``rmd_mean`` where the reference has classes, and,
-when training-set features are given, the paper's ``memorization_ratio`` and ``top5_distance``.
+``top_recall`` and ``top_f1``, ``sample_entropy`` (with the reference's own beside it),
+``rmd_top1pct`` and ``rmd_mean`` where the reference has classes, and, when training-set features
+are given, the paper's ``memorization_ratio`` and ``top5_distance``.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffcorrupt.evaluation.manifold import squared_distances
 from diffcorrupt.evaluation.reference_memo import from_reference
 
 ALPHA = 0.1
@@ -39,9 +40,7 @@ BLOCK = 2048
 
 
 def _distances(queries: np.ndarray, points: np.ndarray) -> np.ndarray:
-    squared = (np.einsum("nd,nd->n", queries, queries)[:, None] - 2.0 * queries @ points.T
-               + np.einsum("nd,nd->n", points, points)[None, :])
-    return np.sqrt(np.maximum(squared, 0.0))
+    return np.sqrt(squared_distances(queries, points, np.float64))
 
 
 def balloon_bandwidth(points: np.ndarray, k: int) -> float:
