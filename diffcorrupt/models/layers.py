@@ -79,10 +79,11 @@ def constrain_batch(x: jax.Array) -> jax.Array:
     return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+              causal: bool = False) -> jax.Array:
     """Multi-head attention on (batch, length, heads, head_dim), through JAX's fused kernel
     (cuDNN flash attention on GPUs where it applies, XLA's fusion elsewhere)."""
-    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
 
 
 class Projection(nn.Module):
@@ -125,6 +126,7 @@ class MultiHeadAttention(nn.Module):
     head_dim: int
     out_features: int
     use_bias: bool = True
+    causal: bool = False  # each position attends to itself and earlier ones only (CLIP's text tower)
     dtype: Dtype = jnp.float32
 
     def _heads(self, x: jax.Array, parts: int, name: str) -> jax.Array:
@@ -142,7 +144,7 @@ class MultiHeadAttention(nn.Module):
             kv = self._heads(context, 2, "kv")
             k, v = kv[:, :, 0], kv[:, :, 1]
         mask = None if context_mask is None else context_mask[:, None, None, :]
-        out = attention(q, k, v, mask=mask)
+        out = attention(q, k, v, mask=mask, causal=self.causal)
         return Projection((self.out_features,), ("heads", "kv", "embed"), in_axes=2, dtype=self.dtype, name="out")(out)
 
 

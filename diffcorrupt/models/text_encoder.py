@@ -34,6 +34,7 @@ ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
     "gelu_new": lambda x: nn.gelu(x, approximate=True),
     "relu": nn.relu,
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP's
 }
 
 
@@ -50,6 +51,7 @@ class EncoderShape:
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     mask_padding: bool = True  # keep pad tokens out of self-attention and cross-attention
+    causal: bool = False  # each token attends to the ones before it only (CLIP's text tower)
 
 
 _JSON_TYPES = {"int": int, "str": str, "bool": bool, "float": (int, float)}  # EncoderShape's annotations
@@ -100,12 +102,13 @@ class EncoderBlock(nn.Module):
     norm_eps: float = 1e-6
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    causal: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None, train: bool) -> jax.Array:
         h = layers.layer_norm(epsilon=self.norm_eps, name="norm1", dtype=self.dtype)(x)
         h = layers.MultiHeadAttention(self.num_heads, self.head_dim, self.width, use_bias=self.qkv_bias,
-                                      dtype=self.dtype, name="attn")(h, context_mask=mask)
+                                      causal=self.causal, dtype=self.dtype, name="attn")(h, context_mask=mask)
         x = x + nn.Dropout(self.dropout)(h, deterministic=not train)
         h = layers.layer_norm(epsilon=self.norm_eps, name="norm2", dtype=self.dtype)(x)
         h = layers.dense(self.ffn_dim, ("embed", "mlp"), name="fc1", dtype=self.dtype)(h)
@@ -127,6 +130,7 @@ class TextEncoder(nn.Module):
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     mask_padding: bool = True
+    causal: bool = False
     pad_id: int = 0
     dropout: float = 0.0  # residual-branch dropout, as BERT's hidden dropout; 0 = none
     dtype: Dtype = jnp.float32
@@ -147,7 +151,7 @@ class TextEncoder(nn.Module):
         for i in range(self.depth):
             x = EncoderBlock(self.width, self.num_heads, self.head_dim or self.width // self.num_heads,
                              self.ffn_dim or 4 * self.width, self.activation, self.qkv_bias, self.norm_eps,
-                             self.dropout, self.dtype, name=f"blocks_{i}")(x, mask, train)
+                             self.dropout, self.dtype, causal=self.causal, name=f"blocks_{i}")(x, mask, train)
             x = layers.constrain_batch(x)
         return layers.layer_norm(epsilon=self.norm_eps, name="final_norm", dtype=self.dtype)(x)
 

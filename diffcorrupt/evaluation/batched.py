@@ -1,0 +1,30 @@
+"""Running a feature network over many inputs in fixed-size, device-sharded batches.
+
+One batch shape means one compilation per network, whatever the number of inputs: the last batch is
+padded with zeros and the padding's outputs dropped. The batch is split over the sharding's devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+
+def map_in_batches(forward: Callable[[jax.Array], dict[str, jax.Array]], inputs: np.ndarray, batch_size: int,
+                   sharding: jax.sharding.Sharding, empty: dict[str, tuple[int, ...]],
+                   prepare: Callable[[np.ndarray], np.ndarray] = np.asarray) -> dict[str, np.ndarray]:
+    """``forward``'s outputs for every row of ``inputs``, as float32 numpy; ``prepare`` turns a host
+    batch into what goes to the devices (CLIP's resize); ``empty`` gives each output's row shape,
+    for zero inputs."""
+    chunks: dict[str, list[np.ndarray]] = {key: [np.zeros((0, *shape), np.float32)] for key, shape in empty.items()}
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start:start + batch_size]
+        count = len(batch)
+        if count < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)])
+        out = forward(jax.device_put(prepare(batch), sharding))
+        for key, value in jax.device_get(out).items():
+            chunks[key].append(np.asarray(value[:count]))
+    return {key: np.concatenate(values) for key, values in chunks.items()}
