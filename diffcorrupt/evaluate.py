@@ -1,7 +1,8 @@
 """``diffcorrupt evaluate``: FID / sFID / IS / precision / recall (and more) of a sample set.
 
   diffcorrupt evaluate --samples=PATH [--reference=dataset[:split]|PATH] [--train_reference=...|none]
-                       [--features=inception,classifier] [--inception_weights=FILE] [--reference_count=N]
+                       [--features=inception,classifier,clip] [--inception_weights=FILE] [--clip_weights=FILE]
+                       [--class_names=FILE] [--reference_count=N]
                        [--config=configs/<name>.py[:<preset>] [--config.<key>=<value> ...]] [--out=FILE.json]
 
 ``--samples`` is a folder written by ``diffcorrupt sample`` (its settings.json names the run, whose
@@ -9,7 +10,10 @@ saved config then gives the dataset), an ADM-layout .npz or an image folder. ``-
 defaults to the split the run trained on (for a latent run, of the images its latents encode); ``--train_reference`` (default: the same split) gives the
 training images for the memorization measures. The metrics JSON (default: ``metrics.json`` beside
 the samples) holds every number with its provenance: checkpoint, step, sampler, steps, guidance
-scale, sample count, feature network and weights hash, reference and protocol. A single-host job:
+scale, sample count, feature network and weights hash, reference and protocol. CLIP features are
+measured wherever CLIP weights are (``tools/convert_clip.py`` converts them); without them the file
+says so in ``clip_note``. ``--class_names`` names the classes for the CLIP score's captions where
+the dataset's own names are WordNet ids (ImageNet). A single-host job:
 started as several processes (``local_processes``, a pod), process 0 scores and the others exit.
 """
 
@@ -31,7 +35,14 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.data.sources.registry import condition_of, make_source
 from diffcorrupt.evaluation.classifier import check_classifier_input
-from diffcorrupt.evaluation.feature_nets import check_feature_net, make_feature_net, parse_feature_nets
+from diffcorrupt.evaluation.clip_score import TEMPLATE, read_class_names, sample_captions
+from diffcorrupt.evaluation.feature_nets import (
+    check_feature_net,
+    clip_note,
+    clip_weights_path,
+    make_feature_net,
+    parse_feature_nets,
+)
 from diffcorrupt.evaluation.reference import check_reference, reference_stats
 from diffcorrupt.evaluation.sample_files import SampleSet, read_samples
 from diffcorrupt.evaluation.scores import NEIGHBOURS, score
@@ -41,15 +52,21 @@ from diffcorrupt.parallel.distributed import launched_as_peer
 from diffcorrupt.sampling.restore import saved_run_config
 
 # Bumped when evaluate computes new metrics: a batch report recomputes metrics files of older versions.
-METRICS_VERSION = 2
+METRICS_VERSION = 3
 PROTOCOL = {
     "inception": "TF FID Inception (2015-12-05) in Flax: uint8 -> bilinear resize to 299 as TF1 ResizeBilinear "
                  "(align_corners=False, no half-pixel centres) -> (x - 128) / 128; FID on pool_3, sFID on the "
                  "first 7 channels of mixed_6/conv, IS on the 1008-way logits (5000-sample splits)",
     "classifier": "features (pool) and predictions of a CNN trained on the clean training split of the run's dataset",
+    "clip": "CLIP image embeddings (the joint space, unnormalised) of uint8 images prepared as CLIP's own transform: "
+            "shorter side to the model's resolution with Pillow's bicubic, centre crop, (x / 255 - mean) / std; "
+            "FD, precision/recall and the rest computed on them as on any feature network",
+    "clip_score": f"CLIPScore: mean of 100 max(cos(image, text), 0) in CLIP's joint space; text runs against their "
+                  f"captions, class runs against '{TEMPLATE}' filled with the class name",
     "precision_recall": f"ADM k-NN manifolds, k = {NEIGHBOURS}, squared L2 in pooled features",
     "memorization": "L2-normalised pooled features; ratio of samples whose nearest training feature is closer "
-                    "than 0.12, and the mean distance to the 5 nearest (the paper uses CLIP features)",
+                    "than 0.12, and the mean distance to the 5 nearest, by exact k-NN on the devices (the paper's "
+                    "space is CLIP's)",
     "sample_entropy": "entropy (nats) of the samples' mean soft code assignment softmax(-||x - c||^2 / tau) over "
                       "a k-means codebook (up to 256 codes) of the L2-normalised reference features, tau the "
                       "reference's mean squared distance to its code; sample_entropy_real is the reference's own "
@@ -70,6 +87,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--train_reference", default=None, help="training images for memorization, or 'none'")
     parser.add_argument("--features", default=None, help="inception, classifier or both (default: by dataset)")
     parser.add_argument("--inception_weights", default=None, help="default: the file tools/convert_inception.py writes")
+    parser.add_argument("--clip_weights", default=None, help="default: the file tools/convert_clip.py writes")
+    parser.add_argument("--class_names", default=None, help="one class name per line, for the CLIP score's captions")
     parser.add_argument("--reference_count", type=positive_int, default=None, help="use the first N reference images")
     parser.add_argument("--config", default=None, help="the dataset config, for samples not written by `diffcorrupt sample`")
     parser.add_argument("--out", default=None)
@@ -80,14 +99,16 @@ def main(argv: list[str]) -> int:
         return 0
     data_config = load_config(flags.config, overrides).data if flags.config else None
     result = evaluate(flags.samples, reference=flags.reference, train_reference=flags.train_reference,
-                      features=flags.features, inception_weights=flags.inception_weights,
-                      reference_count=flags.reference_count, data_config=data_config, out=flags.out)
+                      features=flags.features, inception_weights=flags.inception_weights, clip_weights=flags.clip_weights,
+                      class_names=flags.class_names, reference_count=flags.reference_count, data_config=data_config,
+                      out=flags.out)
     print(json.dumps(result["networks"]), flush=True)
     return 0
 
 
 def evaluate(samples_path: str | Path, *, reference: str | None = None, train_reference: str | None = None,
-             features: str | None = None, inception_weights: str | None = None, reference_count: int | None = None,
+             features: str | None = None, inception_weights: str | None = None, clip_weights: str | None = None,
+             class_names: str | None = None, reference_count: int | None = None,
              data_config: ml_collections.ConfigDict | None = None, out: str | Path | None = None,
              requested: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores a sample set and writes the metrics JSON; returns what it wrote. ``requested`` (the
@@ -100,26 +121,33 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     reference = reference or _default_reference(data_config)
     train_reference = train_reference or ("dataset" if data_config is not None else "none")
     out_path = output_file(_out_path(samples_path, out), "--out")
-    names = check_scoring(features, data_config, inception_weights, [reference, train_reference])
+    names = check_scoring(features, data_config, inception_weights, [reference, train_reference], clip_weights)
     _check_samples(samples, names, data_config)
+    captions = sample_captions(samples.conditions(), _class_names(class_names, data_config)) if "clip" in names else None
     result: dict[str, Any] = {
         "samples": samples.source, "num_samples": len(samples.images), "provenance": samples.settings,
         "reference": {"spec": reference, "count": reference_count}, "train_reference": train_reference,
         "networks": {}, "protocol": {}, "requested": requested, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if not clip_weights_path(clip_weights).is_file():
+        result["clip_note"] = clip_note(clip_weights)
     rmd_files: dict[str, Any] = {}
     for name in names:
-        net = make_feature_net(name, data_config=data_config, inception_weights=inception_weights)
+        net = make_feature_net(name, data_config=data_config, inception_weights=inception_weights,
+                               clip_weights=clip_weights)
         ref = reference_stats(reference, net, data_config=data_config, count=reference_count)
         train = None
         if train_reference != "none":
             same = train_reference == reference
             train = ref if same else reference_stats(train_reference, net, data_config=data_config, count=reference_count)
         logging.info("evaluate: %s features of %d samples", name, len(samples.images))
-        metrics, distributions = score(net, samples.images, samples.conditions(), ref, train)
+        metrics, distributions = score(net, samples.images, samples.conditions(), ref, train,
+                                       captions if name == "clip" else None)
         result["networks"][name] = {"weights_sha256": net.weights_hash, "reference_images": ref.meta.get("count"),
                                     "metrics": metrics}
         result["protocol"][name] = PROTOCOL[name]
+        if name == "clip":
+            result["protocol"]["clip_score"] = PROTOCOL["clip_score"]
         if "rmd" in distributions:
             rmd_files[name] = distributions["rmd"]
             result["networks"][name]["rmd_file"] = _rmd_path(out_path).name
@@ -136,13 +164,13 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
 
 
 def check_scoring(features: str | None, data_config: ml_collections.ConfigDict | None, inception_weights: str | None,
-                  references: list[str]) -> list[str]:
+                  references: list[str], clip_weights: str | None = None) -> list[str]:
     """The feature networks ``features`` names for this data, each checked with the references
     ('none' skipped) before any classifier is trained or feature computed: minutes of work
     otherwise (and, in a report, a sampled set), lost to a typo."""
-    names = parse_feature_nets(features, data_config)
+    names = parse_feature_nets(features, data_config, clip_weights)
     for name in names:
-        check_feature_net(name, data_config=data_config, inception_weights=inception_weights)
+        check_feature_net(name, data_config=data_config, inception_weights=inception_weights, clip_weights=clip_weights)
     for spec in dict.fromkeys(references):
         if spec != "none":
             check_reference(spec, data_config)
@@ -162,6 +190,15 @@ def _check_samples(samples: SampleSet, names: list[str], data_config: ml_collect
             raise UserError(f"{samples.source} holds label {samples.labels.max()}, but dataset '{data_config.name}' "
                             f"has {num_classes} classes (labels 0 to {num_classes - 1}); pass the samples of a run "
                             "on this dataset, or the --config it was trained with")
+
+
+def _class_names(path: str | None, data_config: ml_collections.ConfigDict | None) -> list[str] | None:
+    """--class_names, else the dataset's own names (None for text data or samples of no known dataset)."""
+    if path:
+        return read_class_names(path)
+    if data_config is None or condition_of(data_config) != "class":
+        return None
+    return list(make_source(data_config).class_names)
 
 
 def _default_reference(data_config: ml_collections.ConfigDict | None) -> str:

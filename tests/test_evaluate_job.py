@@ -18,6 +18,8 @@ from diffcorrupt.evaluation.sample_files import read_samples
 from diffcorrupt.report.batch import run_batch
 from diffcorrupt.training.loop import train
 
+from clip_files import tiny_clip_npz
+
 TINY = ["model.name=DiT-T/8", "data.image_size=16", "train.batch_size=16", "train.num_steps=2",
         "checkpoint.every_steps=1", "checkpoint.keep=2", "train.ema_decay=0.5"]
 DATA = load_config("configs/fmnist.py:tiny", ["data.image_size=16"]).data
@@ -68,6 +70,28 @@ def test_evaluate_writes_every_number_with_provenance(runs, tmp_path):
     assert (provenance["step"], provenance["sampler"], provenance["steps"], provenance["cfg_scale"]) == (2, "ddim", 3, 2.0)
     assert written["num_samples"] == 24 and len(written["networks"]["classifier"]["weights_sha256"]) == 64
     assert written["reference"] == {"spec": "dataset", "count": 300}
+    assert written["clip_note"].startswith("CLIP metrics not computed: no CLIP weights at ")  # none in this cache
+
+
+def test_clip_is_measured_where_its_weights_are(runs, tmp_path):
+    """With CLIP weights every metric is computed in CLIP's space too, and the CLIP score against
+    'a photo of a <class>.' captions; the class names may come from a file."""
+    weights = str(tiny_clip_npz(tmp_path / "clip"))
+    folder = _samples(runs[0], tmp_path / "s", cfg_scale="2")[0]["samples"]
+    result = evaluate_job.evaluate(folder, reference_count=300, clip_weights=weights)
+    assert set(result["networks"]) == {"classifier", "clip"} and "clip_note" not in result
+    clip = result["networks"]["clip"]["metrics"]
+    for key in ("fd", "precision", "recall", "memorization_ratio", "top5_distance", "rmd_top1pct", "sample_entropy"):
+        assert np.isfinite(clip[key]), key
+    assert 0 <= clip["clip_score"] <= 100 and "fid" not in clip and "accuracy" not in clip
+    assert "a photo of a {}." in result["protocol"]["clip_score"]
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"thing {i}" for i in range(10)))
+    renamed = evaluate_job.evaluate(folder, reference_count=300, clip_weights=weights, features="clip",
+                                    class_names=str(names), out=tmp_path / "renamed.json")["networks"]["clip"]["metrics"]
+    assert renamed["clip_score"] != clip["clip_score"] and renamed["fd"] == clip["fd"]
+    with pytest.raises(UserError, match="nowhere.npz do not exist"):
+        evaluate_job.evaluate(folder, features="clip", clip_weights=str(tmp_path / "nowhere.npz"))
 
 
 def test_same_images_in_every_layout_score_the_same(runs, tmp_path):
@@ -133,6 +157,7 @@ def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, t
     for plot in ("accuracy_vs_cfg", "rmd_top1pct_vs_cfg", "sample_entropy_vs_cfg", "rmd_density"):
         assert (out / f"classifier_{plot}.png").is_file(), plot
     assert "rmd_top1pct" in table[0] and "sample_entropy" in table[0]
+    assert "CLIP metrics not computed: no CLIP weights" in (out / "summary.md").read_text()
     metrics = sorted(pathlib.Path(runs[0]).glob("eval/step_*/*/metrics.json"))
     assert len(metrics) == 4
     before = [p.stat().st_mtime_ns for p in metrics]

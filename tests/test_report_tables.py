@@ -39,9 +39,9 @@ def _find(rows, **identity):
 
 
 def test_primary_metric():
-    assert primary_metric("inception") == "fid" and primary_metric("classifier") == "fd"
+    assert primary_metric("inception") == "fid" and primary_metric("classifier") == "fd" and primary_metric("clip") == "fd"
     with pytest.raises(ValueError):
-        primary_metric("clip")
+        primary_metric("dino")
 
 
 def test_setting_labels():

