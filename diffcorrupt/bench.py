@@ -7,9 +7,10 @@
   diffcorrupt bench sample --model=DiT-S/4 --input_shape=32,32,1 --num_classes=10 --batch_size=64
                            [--sampler=dpm] [--steps=50] [--cfg_scale=1.5] [--dtype=float32]
   diffcorrupt bench inception [--input_shape=32,32,3] [--batch_size=64] [--num_images=256] [--weights=FILE]
+  diffcorrupt bench clip [--input_shape=32,32,3] [--batch_size=64] [--num_images=256] [--weights=FILE]
   diffcorrupt bench encode [--autoencoder=kl-f8] [--input_shape=256,256,3] [--batch_size=8] [--model=DiT-XL/2]
                            [--num_classes=1000]
-  (train, sample, inception and encode take --devices=N: the first N devices, or N simulated CPU devices)
+  (train, sample, inception, clip and encode take --devices=N: the first N devices, or N simulated CPU devices)
   diffcorrupt bench peers --what=train|sample|inception [--model=DiT-S/4] [--input_shape=32,32,4] [--batch_size=N]
                           [--num_classes=1000] [--steps=N] [--cfg_scale=1.5] [--repeats=3]   # needs the [peers] extra
 """
@@ -24,10 +25,10 @@ from diffcorrupt.config.loading import suggest
 from diffcorrupt.errors import UserError
 from diffcorrupt.flag_types import non_negative_int, positive_float, positive_int
 
-BENCHES = ("data", "model", "train", "sample", "inception", "encode", "peers")
+BENCHES = ("data", "model", "train", "sample", "inception", "clip", "encode", "peers")
 # Benchmarks that run on devices and take --devices (data runs on host workers, model on abstract
 # shapes, peers on the devices PyTorch runs beside).
-DEVICE_BENCHES = ("train", "sample", "inception", "encode")
+DEVICE_BENCHES = ("train", "sample", "inception", "clip", "encode")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--model", default="DiT-XL/2", help="the diffusion model trained on the latents")
         parser.add_argument("--num_classes", type=non_negative_int, default=1000)
         parser.add_argument("--steps", type=positive_int, default=5)
-    elif what == "inception":
+    elif what in ("inception", "clip"):
         parser.add_argument("--input_shape", default="32,32,3", help="H,W,C of the images fed to the network")
         parser.add_argument("--batch_size", type=positive_int, default=64)
         parser.add_argument("--num_images", type=positive_int, default=256)
@@ -101,7 +102,7 @@ def main(argv: list[str]) -> int:
         from diffcorrupt.benchmarks.devices import limit_devices
 
         limit_devices(flags.devices)
-    if what not in ("data", "inception", "encode", "peers") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
+    if what not in ("data", "inception", "clip", "encode", "peers") and not getattr(flags, "config", None) and not (flags.model and flags.input_shape):
         raise UserError(f"bench {what} needs --model and --input_shape" + (" (or --config)" if what == "train" else ""))
     if what == "data":
         from diffcorrupt.benchmarks import data_bench
@@ -127,10 +128,10 @@ def main(argv: list[str]) -> int:
         result = peers.run(flags.what, flags.model, flags.input_shape and _shape(flags.input_shape), flags.batch_size,
                            flags.num_classes, flags.steps, flags.repeats, flags.cfg_scale,
                            flags.peer_wait_policy)
-    elif what == "inception":
-        from diffcorrupt.benchmarks import inception_bench
+    elif what in ("inception", "clip"):
+        from diffcorrupt.benchmarks import feature_bench
 
-        result = inception_bench.run(_shape(flags.input_shape), flags.batch_size, flags.num_images, flags.weights)
+        result = feature_bench.run(what, _shape(flags.input_shape), flags.batch_size, flags.num_images, flags.weights)
     elif flags.config:
         from diffcorrupt.benchmarks import train_bench
         from diffcorrupt.config.loading import load_config

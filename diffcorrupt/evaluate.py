@@ -2,7 +2,7 @@
 
   diffcorrupt evaluate --samples=PATH [--reference=dataset[:split]|PATH] [--train_reference=...|none]
                        [--features=inception,classifier,clip] [--inception_weights=FILE] [--clip_weights=FILE]
-                       [--class_names=FILE] [--reference_count=N]
+                       [--class_names=FILE] [--vq_autoencoder=DIR] [--reference_count=N]
                        [--config=configs/<name>.py[:<preset>] [--config.<key>=<value> ...]] [--out=FILE.json]
 
 ``--samples`` is a folder written by ``diffcorrupt sample`` (its settings.json names the run, whose
@@ -13,7 +13,8 @@ the samples) holds every number with its provenance: checkpoint, step, sampler, 
 scale, sample count, feature network and weights hash, reference and protocol. CLIP features are
 measured wherever CLIP weights are (``tools/convert_clip.py`` converts them); without them the file
 says so in ``clip_note``. ``--class_names`` names the classes for the CLIP score's captions where
-the dataset's own names are WordNet ids (ImageNet). A single-host job:
+the dataset's own names are WordNet ids (ImageNet). ``--vq_autoencoder`` adds the paper's sample
+entropy in a VQ autoencoder's latent space, under the network name ``vq``. A single-host job:
 started as several processes (``local_processes``, a pod), process 0 scores and the others exit.
 """
 
@@ -46,6 +47,7 @@ from diffcorrupt.evaluation.feature_nets import (
 from diffcorrupt.evaluation.reference import check_reference, reference_stats
 from diffcorrupt.evaluation.sample_files import SampleSet, read_samples
 from diffcorrupt.evaluation.scores import NEIGHBOURS, score
+from diffcorrupt.evaluation.vq_entropy import check_vq_autoencoder, vq_sample_entropy
 from diffcorrupt.flag_types import positive_int
 from diffcorrupt.output_paths import output_file, write_atomically
 from diffcorrupt.parallel.distributed import launched_as_peer
@@ -74,6 +76,9 @@ PROTOCOL = {
     "top_pr": "TopP&R (Kim et al. 2023) as their top_pr 0.2.1 computes it on features of more than 3 dimensions: "
               "a fixed Xavier-normal projection to 32 dimensions, balloon-estimated bandwidths (k = 160), cosine "
               "KDEs with bootstrap confidence bands (alpha 0.1, 10 resamples, seed 42)",
+    "vq": "sample entropy (nats) of the samples' mean soft code assignment softmax(-||h - c||^2 / tau) over the VQ "
+          "autoencoder's codebook, h its unscaled pre-quantisation latents of the uint8 -> [-1, 1] images at their own "
+          "size, tau 1 (the paper gives none)",
     "rmd": "relative Mahalanobis distance of each sample at its class: class Gaussians with a shared covariance "
            "minus one class-agnostic Gaussian, fitted on the labelled reference features (Ren et al. 2021); "
            "rmd_top1pct is the mean of the highest 1%, the per-sample values are in the rmd file",
@@ -89,6 +94,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--inception_weights", default=None, help="default: the file tools/convert_inception.py writes")
     parser.add_argument("--clip_weights", default=None, help="default: the file tools/convert_clip.py writes")
     parser.add_argument("--class_names", default=None, help="one class name per line, for the CLIP score's captions")
+    parser.add_argument("--vq_autoencoder", default=None, help="a VQ autoencoder folder: sample entropy in its latents")
     parser.add_argument("--reference_count", type=positive_int, default=None, help="use the first N reference images")
     parser.add_argument("--config", default=None, help="the dataset config, for samples not written by `diffcorrupt sample`")
     parser.add_argument("--out", default=None)
@@ -100,15 +106,15 @@ def main(argv: list[str]) -> int:
     data_config = load_config(flags.config, overrides).data if flags.config else None
     result = evaluate(flags.samples, reference=flags.reference, train_reference=flags.train_reference,
                       features=flags.features, inception_weights=flags.inception_weights, clip_weights=flags.clip_weights,
-                      class_names=flags.class_names, reference_count=flags.reference_count, data_config=data_config,
-                      out=flags.out)
+                      class_names=flags.class_names, vq_autoencoder=flags.vq_autoencoder,
+                      reference_count=flags.reference_count, data_config=data_config, out=flags.out)
     print(json.dumps(result["networks"]), flush=True)
     return 0
 
 
 def evaluate(samples_path: str | Path, *, reference: str | None = None, train_reference: str | None = None,
              features: str | None = None, inception_weights: str | None = None, clip_weights: str | None = None,
-             class_names: str | None = None, reference_count: int | None = None,
+             class_names: str | None = None, vq_autoencoder: str | None = None, reference_count: int | None = None,
              data_config: ml_collections.ConfigDict | None = None, out: str | Path | None = None,
              requested: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores a sample set and writes the metrics JSON; returns what it wrote. ``requested`` (the
@@ -121,7 +127,8 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     reference = reference or _default_reference(data_config)
     train_reference = train_reference or ("dataset" if data_config is not None else "none")
     out_path = output_file(_out_path(samples_path, out), "--out")
-    names = check_scoring(features, data_config, inception_weights, [reference, train_reference], clip_weights)
+    names = check_scoring(features, data_config, inception_weights, [reference, train_reference], clip_weights,
+                          vq_autoencoder)
     _check_samples(samples, names, data_config)
     captions = sample_captions(samples.conditions(), _class_names(class_names, data_config)) if "clip" in names else None
     result: dict[str, Any] = {
@@ -152,6 +159,11 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
             rmd_files[name] = distributions["rmd"]
             result["networks"][name]["rmd_file"] = _rmd_path(out_path).name
             result["protocol"]["rmd"] = PROTOCOL["rmd"]
+    if vq_autoencoder:
+        logging.info("evaluate: sample entropy of %d samples in %s's latents", len(samples.images), vq_autoencoder)
+        entropy = {key.removeprefix("vq_"): value for key, value in vq_sample_entropy(samples.images, vq_autoencoder).items()}
+        result["networks"]["vq"] = {"weights_sha256": entropy.pop("autoencoder"), "metrics": entropy}
+        result["protocol"]["vq"] = PROTOCOL["vq"]
     result["protocol"]["precision_recall"] = PROTOCOL["precision_recall"]
     result["protocol"]["sample_entropy"] = PROTOCOL["sample_entropy"]
     result["protocol"]["top_pr"] = PROTOCOL["top_pr"]
@@ -164,13 +176,15 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
 
 
 def check_scoring(features: str | None, data_config: ml_collections.ConfigDict | None, inception_weights: str | None,
-                  references: list[str], clip_weights: str | None = None) -> list[str]:
+                  references: list[str], clip_weights: str | None = None, vq_autoencoder: str | None = None) -> list[str]:
     """The feature networks ``features`` names for this data, each checked with the references
     ('none' skipped) before any classifier is trained or feature computed: minutes of work
     otherwise (and, in a report, a sampled set), lost to a typo."""
     names = parse_feature_nets(features, data_config, clip_weights)
     for name in names:
         check_feature_net(name, data_config=data_config, inception_weights=inception_weights, clip_weights=clip_weights)
+    if vq_autoencoder:
+        check_vq_autoencoder(vq_autoencoder, "--vq_autoencoder")
     for spec in dict.fromkeys(references):
         if spec != "none":
             check_reference(spec, data_config)

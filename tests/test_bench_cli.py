@@ -52,6 +52,11 @@ def test_bench_inception_reports_images_per_second():
     assert result["images_per_s"] > 0 and result["weights"] == "random"
 
 
+def test_bench_clip_reports_images_and_captions_per_second():
+    result = _bench("clip", "--input_shape=16,16,1", "--batch_size=2", "--num_images=2")
+    assert result["images_per_s"] > 0 and result["captions_per_s"] > 0 and result["bench"] == "clip"
+
+
 def test_bench_encode_reports_the_pre_encoding_speedup():
     result = _bench("encode", "--autoencoder=kl-f4-small", "--input_shape=16,16,3", "--batch_size=8", "--model=DiT-T/2",
                     "--num_classes=10", "--steps=2")

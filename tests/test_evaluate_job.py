@@ -19,6 +19,7 @@ from diffcorrupt.report.batch import run_batch
 from diffcorrupt.training.loop import train
 
 from clip_files import tiny_clip_npz
+from test_vq_entropy import save_random_vq
 
 TINY = ["model.name=DiT-T/8", "data.image_size=16", "train.batch_size=16", "train.num_steps=2",
         "checkpoint.every_steps=1", "checkpoint.keep=2", "train.ema_decay=0.5"]
@@ -78,8 +79,11 @@ def test_clip_is_measured_where_its_weights_are(runs, tmp_path):
     'a photo of a <class>.' captions; the class names may come from a file."""
     weights = str(tiny_clip_npz(tmp_path / "clip"))
     folder = _samples(runs[0], tmp_path / "s", cfg_scale="2")[0]["samples"]
-    result = evaluate_job.evaluate(folder, reference_count=300, clip_weights=weights)
-    assert set(result["networks"]) == {"classifier", "clip"} and "clip_note" not in result
+    sha = save_random_vq(tmp_path / "vq")
+    result = evaluate_job.evaluate(folder, reference_count=300, clip_weights=weights, vq_autoencoder=str(tmp_path / "vq"))
+    assert set(result["networks"]) == {"classifier", "clip", "vq"} and "clip_note" not in result
+    vq = result["networks"]["vq"]
+    assert vq["weights_sha256"] == sha and 0 < vq["metrics"]["sample_entropy"] <= np.log(vq["metrics"]["sample_entropy_codes"])
     clip = result["networks"]["clip"]["metrics"]
     for key in ("fd", "precision", "recall", "memorization_ratio", "top5_distance", "rmd_top1pct", "sample_entropy"):
         assert np.isfinite(clip[key]), key
@@ -92,6 +96,8 @@ def test_clip_is_measured_where_its_weights_are(runs, tmp_path):
     assert renamed["clip_score"] != clip["clip_score"] and renamed["fd"] == clip["fd"]
     with pytest.raises(UserError, match="nowhere.npz do not exist"):
         evaluate_job.evaluate(folder, features="clip", clip_weights=str(tmp_path / "nowhere.npz"))
+    with pytest.raises(UserError, match="--vq_autoencoder"):
+        evaluate_job.evaluate(folder, features="classifier", vq_autoencoder=str(tmp_path / "clip"))
 
 
 def test_same_images_in_every_layout_score_the_same(runs, tmp_path):

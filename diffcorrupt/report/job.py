@@ -3,7 +3,7 @@
   diffcorrupt report --workdirs=DIR[,DIR...] [--out=DIR] [--checkpoints=latest|all|N[,M...]]
                      [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N] [--seed=S]
                      [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
-                     [--clip_weights=FILE] [--class_names=FILE]
+                     [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
                      [--reference=dataset[:split]|PATH] [--reference_count=N]
 
 For every run, checkpoint and guidance scale: sample (resuming what is there), evaluate (skipping
@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--inception_weights", default=None)
     parser.add_argument("--clip_weights", default=None)
     parser.add_argument("--class_names", default=None, help="one class name per line, for the CLIP score's captions")
+    parser.add_argument("--vq_autoencoder", default=None, help="a VQ autoencoder folder: sample entropy in its latents")
     parser.add_argument("--reference", default=None)
     parser.add_argument("--reference_count", type=positive_int, default=None)
     flags = parser.parse_args(argv)
@@ -56,7 +57,8 @@ def main(argv: list[str]) -> int:
     summary = run_batch(_workdirs(flags.workdirs), checkpoints=flags.checkpoints, sample_flags=sample_flags,
                         features=flags.features, inception_weights=flags.inception_weights, reference=flags.reference,
                         reference_count=flags.reference_count, out=output_folder(flags.out, "--out"),
-                        clip_weights=flags.clip_weights, class_names=flags.class_names)
+                        clip_weights=flags.clip_weights, class_names=flags.class_names,
+                        vq_autoencoder=flags.vq_autoencoder)
     if summary is not None:
         print(json.dumps(summary), flush=True)
     return 0

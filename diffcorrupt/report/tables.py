@@ -35,10 +35,11 @@ _MISSING = "—"
 _CEP_SHORT = {"uniform": "U", "gaussian": "G"}
 
 
-def primary_metric(network: str) -> str:
-    """The distance settings are ranked by (lower is better): FID on Inception features, FD on the others'."""
+def primary_metric(network: str) -> str | None:
+    """The distance settings are ranked by (lower is better): FID on Inception features, FD on the others';
+    None in a VQ autoencoder's latents, where only the sample entropy is measured."""
     try:
-        return {"inception": "fid", "classifier": "fd", "clip": "fd"}[network]
+        return {"inception": "fid", "classifier": "fd", "clip": "fd", "vq": None}[network]
     except KeyError:
         raise ValueError(f"no primary metric for feature network {network!r}") from None
 
@@ -123,7 +124,8 @@ def best_scale(aggregated: Iterable[Row]) -> list[dict[str, Any]]:
     compared. Settings with no primary metric at any scale are left out. Keeps the input order."""
     groups: dict[tuple, list[Row]] = {}
     for row in aggregated:
-        if metric_value(row, primary_metric(row["network"])) is None:
+        primary = primary_metric(row["network"])
+        if primary is None or metric_value(row, primary) is None:
             continue
         groups.setdefault(tuple(row.get(k) for k in SETTING_KEYS if k != "cfg_scale"), []).append(row)
 
