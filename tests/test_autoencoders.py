@@ -21,11 +21,12 @@ from diffcorrupt.autoencoders.storage import (
     flatten_params,
     load_autoencoder,
     make_autoencoder,
-    param_shapes,
     save_autoencoder,
     unflatten_params,
 )
 from diffcorrupt.errors import UserError
+
+from autoencoder_files import random_flat_params
 
 SMALL_VQ_DIFFUSERS = {
     "_class_name": "VQModel", "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64, 64],
@@ -36,18 +37,8 @@ SMALL_VQ_DIFFUSERS = {
 
 
 def _init(config, seed=0):
-    """The module and random params of a known scale: drawn in numpy from the traced shapes, since
-    ``module.init`` compiles its hundreds of random draws for longer than the tests take."""
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for name, shape in param_shapes(config).items():
-        if name == "codebook":
-            flat[name] = rng.uniform(-1, 1, shape)
-        elif name.endswith("kernel"):
-            flat[name] = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
-        else:  # non-zero biases and norm offsets, so that a mix-up of parameters shows in the outputs
-            flat[name] = (name.endswith("scale") + 0.05 * rng.normal(size=shape))
-    params = unflatten_params({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
+    flat = random_flat_params(config, seed)
+    params = unflatten_params({k: jnp.asarray(v) for k, v in flat.items()})
     return make_autoencoder(config), params
 
 

@@ -18,8 +18,8 @@ from diffcorrupt.evaluation.sample_files import read_samples
 from diffcorrupt.report.batch import run_batch
 from diffcorrupt.training.loop import train
 
+from autoencoder_files import save_random_vq
 from clip_files import tiny_clip_npz
-from test_vq_entropy import save_random_vq
 
 TINY = ["model.name=DiT-T/8", "data.image_size=16", "train.batch_size=16", "train.num_steps=2",
         "checkpoint.every_steps=1", "checkpoint.keep=2", "train.ema_decay=0.5"]

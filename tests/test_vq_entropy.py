@@ -9,31 +9,14 @@ import pytest
 import scipy.special
 
 from diffcorrupt.autoencoders.presets import PRESETS
-from diffcorrupt.autoencoders.storage import make_autoencoder, param_shapes, save_autoencoder, unflatten_params
+from diffcorrupt.autoencoders.storage import make_autoencoder, unflatten_params
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation.sample_entropy import TAU, sample_entropy
 from diffcorrupt.evaluation.vq_entropy import check_vq_autoencoder, vq_sample_entropy
 
+from autoencoder_files import random_flat_params, save_random_vq
+
 VQ = PRESETS["vq-f4-small"]  # f = 4: a 16x16 image has 4x4 latent vectors of 3 channels, 256 codes
-
-
-def _flat_params(config, seed=0):
-    """Random params drawn in numpy from the traced shapes (``module.init`` compiles for longer)."""
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for name, shape in param_shapes(config).items():
-        if name == "codebook":
-            flat[name] = rng.uniform(-1, 1, shape)
-        elif name.endswith("kernel"):
-            flat[name] = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
-        else:
-            flat[name] = name.endswith("scale") + 0.05 * rng.normal(size=shape)
-    return {name: np.asarray(value, np.float32) for name, value in flat.items()}
-
-
-def save_random_vq(path, config=VQ, flat=None):
-    flat = _flat_params(config) if flat is None else flat
-    return save_autoencoder(path, config, unflatten_params(flat), {"source": "random"})
 
 
 def _images(n, size=16, channels=3, seed=0):
@@ -51,7 +34,7 @@ def _latents(config, flat, images):
 def test_codes_on_the_latents_give_the_entropy_of_the_code_usage(tmp_path):
     """Codes 0-15 are image A's 16 latent vectors, 16-31 image B's, the rest far away; with tau well
     below the codes' spacing every vector takes its own code, so H is the entropy of the histogram."""
-    flat = _flat_params(VQ)
+    flat = random_flat_params(VQ)
     a, b = _images(2, seed=1)
     codes = _latents(VQ, flat, np.stack([a, b])).reshape(32, 3)
     gaps = ((codes[:, None] - codes[None]) ** 2).sum(-1)[~np.eye(32, dtype=bool)]
@@ -84,7 +67,7 @@ def test_identical_samples_score_lower_than_varied_ones(tmp_path):
 def test_batches_and_padding_do_not_change_the_answer(tmp_path):
     """13 images in batches of 8, 24 and 64 (padded with 3, 11, 51 blank images), against the
     definition on the host in float64."""
-    flat = _flat_params(VQ)
+    flat = random_flat_params(VQ)
     save_random_vq(tmp_path / "ae", flat=flat)
     images = _images(13)
     results = [vq_sample_entropy(images, tmp_path / "ae", tau=0.1, batch_size=size)["vq_sample_entropy"]
@@ -96,7 +79,7 @@ def test_batches_and_padding_do_not_change_the_answer(tmp_path):
 def test_latents_are_unscaled_and_grey_is_repeated_into_rgb(tmp_path):
     """The codebook lives in the unscaled latent space, so the latent scale leaves H alone; a grey
     image is the RGB image with three equal channels."""
-    flat = _flat_params(VQ)
+    flat = random_flat_params(VQ)
     save_random_vq(tmp_path / "one", flat=flat)
     save_random_vq(tmp_path / "half", dataclasses.replace(VQ, scale_factor=0.5), flat)
     grey = _images(6, channels=1)

@@ -46,11 +46,11 @@ def training_pixels(image: np.ndarray, size: int, channels: int) -> np.ndarray:
     return convert_channels(center_crop_resize(np.asarray(image), size), channels)
 
 
-def clean_images(source, size: int, channels: int, count: int | None = None) -> np.ndarray:
-    """The first ``count`` (default: all) images of a source, as training sees them, stacked: the
-    clean references of the evaluator and the training set of a small autoencoder."""
+def clean_images(source, size: int, channels: int, count: int | None = None, start: int = 0) -> np.ndarray:
+    """Images ``start`` to ``count`` (default: all) of a source, as training sees them, stacked: the
+    clean references of the evaluator (a chunk at a time) and the training set of a small autoencoder."""
     total = len(source) if count is None else min(count, len(source))
-    return np.stack([training_pixels(source[i]["image"], size, channels) for i in range(total)])
+    return np.stack([training_pixels(source[i]["image"], size, channels) for i in range(start, total)])
 
 
 class Preprocess:

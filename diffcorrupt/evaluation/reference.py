@@ -34,6 +34,9 @@ from diffcorrupt.evaluation.sample_files import read_samples
 from diffcorrupt.output_paths import write_atomically
 
 STATS_KEYS = ("features", "mu", "sigma")
+# Dataset references are read and featurised this many images at a time, so that 1.28M ImageNet training
+# images never sit in memory at once (10,000 at 256 px are 2 GB); only their features are kept.
+REFERENCE_CHUNK = 10_000
 
 
 class FeatureNet(Protocol):
@@ -98,10 +101,15 @@ def reference_stats(spec: str, net: FeatureNet, *, data_config: ml_collections.C
     cached = cache_root() / "reference" / f"{name}-{net.name}-{key}.npz"
     if cached.is_file():
         return load_stats(cached)
-    images, labels = load()
-    logging.info("reference %s: computing %s features of %d images (cached as %s)", spec, net.name, len(images), cached)
-    stats = stats_of(net(images), {"spec": spec, "count": len(images), "network": net.name,
-                                   "weights_sha256": net.weights_hash, "key": key_parts}, labels)
+    images, labels, total = load()
+    logging.info("reference %s: computing %s features of %d images (cached as %s)", spec, net.name, total, cached)
+    parts = []
+    for start in range(0, total, REFERENCE_CHUNK):
+        parts.append(net(images(start, min(start + REFERENCE_CHUNK, total))))
+        logging.info("reference %s: %d of %d images", spec, min(start + REFERENCE_CHUNK, total), total)
+    features = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]} if parts else net(images(0, 0))
+    stats = stats_of(features, {"spec": spec, "count": total, "network": net.name,
+                                "weights_sha256": net.weights_hash, "key": key_parts}, labels)
     save_stats(stats, cached)
     return stats
 
@@ -135,8 +143,9 @@ def _check_network(stats: FeatureStats, net: FeatureNet, path: Path) -> None:
 
 
 def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: int | None):
-    """(cache name, what the cache key hashes, a loader of (uint8 images, their class labels or None)) of
-    a spec. The key's ``labels`` entry retires the caches written before labels were kept."""
+    """(cache name, what the cache key hashes, a loader of (images(start, stop) -> uint8 images, their
+    class labels or None, the image count)) of a spec. The key's ``labels`` entry retires the caches
+    written before labels were kept."""
     name, _, split = spec.partition(":")
     if name == "dataset":
         if data_config is None:
@@ -146,32 +155,38 @@ def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: in
         data.split = split or data.split
         parts = {k: data[k] for k in ("name", "split", "data_dir", "image_size", "channels", "num_examples")}
         parts.update(count=count, labels=True)
-        return (f"{data.name}-{data.split}-{data.image_size}px", parts,
-                lambda: (dataset_images(data, count), dataset_labels(data, count)))
+        return f"{data.name}-{data.split}-{data.image_size}px", parts, lambda: _dataset_loader(data, count)
     path = Path(spec)
     if not path.exists():
         raise UserError(f"--reference={spec} does not exist; pass dataset[:split], an ADM .npz, an image folder "
                         "or a statistics .npz")
     stat = path.stat()
     parts = {"path": str(path.absolute()), "size": stat.st_size, "mtime": stat.st_mtime, "count": count, "labels": True}
-    return path.stem, parts, lambda: _images_and_labels(read_samples(path), count)
+    return path.stem, parts, lambda: _file_loader(read_samples(path), count)
 
 
-def _images_and_labels(samples, count: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    return samples.images[:count], None if samples.labels is None else samples.labels[:count]
+def _file_loader(samples, count: int | None):
+    images = samples.images[:count]
+    return (lambda start, stop: images[start:stop]), None if samples.labels is None else samples.labels[:count], len(images)
 
 
-def dataset_images(data: ml_collections.ConfigDict, count: int | None) -> np.ndarray:
-    """The first ``count`` clean images of a configured dataset, as training sees them before its
-    random flip: centre-cropped to data.image_size, with data.channels channels, uint8."""
+def _dataset_loader(data: ml_collections.ConfigDict, count: int | None):
+    """The clean images of a configured dataset as training sees them before its random flip
+    (centre-cropped to data.image_size, data.channels channels, uint8), read a range at a time."""
     from diffcorrupt.data.preprocess import clean_images
     from diffcorrupt.data.sources.registry import make_source
 
-    return clean_images(make_source(data), data.image_size, data.channels, count)
+    source = make_source(data)
+    total = len(source) if count is None else min(count, len(source))
+
+    def images(start: int, stop: int) -> np.ndarray:
+        return clean_images(source, data.image_size, data.channels, stop, start)
+
+    return images, dataset_labels(data, count), total
 
 
 def dataset_labels(data: ml_collections.ConfigDict, count: int | None) -> np.ndarray | None:
-    """The clean class labels of ``dataset_images``' images, or None for a dataset of captions."""
+    """The clean class labels of the first ``count`` images, or None for a dataset of captions."""
     from diffcorrupt.data.sources.registry import condition_of, make_source
 
     return make_source(data).labels()[:count] if condition_of(data) == "class" else None
