@@ -22,7 +22,7 @@ from diffcorrupt.weights.params_npz import flatten
 from clip_files import CAPTIONS, MERGES, TINY, VOCAB, hf_config, hf_folder, random_params, to_layout, write_tokenizer
 from torch_files import state_dict_file
 
-def _same_params(a: dict, b: dict) -> None:
+def same_params(a: dict, b: dict) -> None:
     a, b = flatten(a), flatten(b)
     assert sorted(a) == sorted(b)
     for name in a:
@@ -39,14 +39,25 @@ def test_a_hugging_face_folder_imports_exactly_and_round_trips_through_the_npz(t
     params = random_params(TINY)
     weights = import_clip(hf_folder(tmp_path, params, TINY))
     assert weights.shape == TINY and weights.source == "Hugging Face CLIPModel"
-    _same_params(weights.params, params)
+    same_params(weights.params, params)
     save_clip_npz(weights, tmp_path / "clip.npz")
     first = (tmp_path / "clip.npz").read_bytes()
     loaded = load_clip(tmp_path / "clip.npz")
-    _same_params(loaded.params, params)
+    same_params(loaded.params, params)
     assert loaded.shape == TINY and loaded.tokenizer.merges == ClipTokenizer(MERGES).merges
     save_clip_npz(loaded, tmp_path / "again.npz")
     assert (tmp_path / "again.npz").read_bytes() != b"" and len(first) == len((tmp_path / "again.npz").read_bytes())
+
+
+def test_a_hugging_face_folder_with_a_pytorch_bin_imports_the_same(tmp_path):
+    params = random_params(TINY)
+    folder = hf_folder(tmp_path, params, TINY)
+    (folder / "model.safetensors").unlink()
+    state_dict_file(folder / "pytorch_model.bin", to_layout(params, TINY, "hf"))
+    same_params(import_clip(folder).params, params)
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(UserError, match="holds neither model.safetensors nor pytorch_model.bin"):
+        import_clip(folder)
 
 
 def test_an_openai_state_dict_imports_to_the_same_parameters(tmp_path):
@@ -58,7 +69,7 @@ def test_an_openai_state_dict_imports_to_the_same_parameters(tmp_path):
     pt = state_dict_file(tmp_path / "ViT-T.pt", to_layout(params, shape, "openai"))
     weights = import_clip(pt, tokenizer=tmp_path / "bpe" / "merges.txt")
     assert weights.shape == shape and weights.source == "OpenAI/open_clip state dict"
-    _same_params(weights.params, params)
+    same_params(weights.params, params)
 
 
 def test_import_refuses_what_is_not_a_vit_clip(tmp_path):

@@ -173,3 +173,25 @@ def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, t
     with pytest.raises(UserError, match="no checkpoint of step 5"):
         run_batch(runs, checkpoints="5", sample_flags=SAMPLING, features=None, inception_weights=None,
                   reference=None, reference_count=200, out=out)
+
+
+class _PixelNet:
+    """A feature network of the first 8 pixels, which sees whatever images it is given."""
+
+    name, weights_hash = "pixels", "none"
+
+    def __call__(self, images):
+        return {"pool": images.reshape(len(images), -1)[:, :8].astype(np.float32)}
+
+
+def test_a_dataset_reference_is_featurised_a_chunk_at_a_time(tmp_path, monkeypatch):
+    from diffcorrupt.evaluation import reference
+
+    stats = []
+    for chunk in (10_000, 7):
+        monkeypatch.setenv("DIFFCORRUPT_CACHE", str(tmp_path / str(chunk)))
+        monkeypatch.setattr(reference, "REFERENCE_CHUNK", chunk)
+        stats.append(reference.reference_stats("dataset", _PixelNet(), data_config=DATA, count=50))
+    np.testing.assert_array_equal(stats[0].features, stats[1].features)
+    np.testing.assert_array_equal(stats[0].labels, stats[1].labels)
+    assert stats[1].features.shape == (50, 8) and stats[1].meta["count"] == 50
