@@ -90,7 +90,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", required=True)
     parser.add_argument("--reference", default=None, help="dataset[:split], an ADM .npz, an image folder or a stats .npz")
     parser.add_argument("--train_reference", default=None, help="training images for memorization, or 'none'")
-    parser.add_argument("--features", default=None, help="inception, classifier or both (default: by dataset)")
+    parser.add_argument("--features", default=None, help="inception, classifier and/or clip (default: by dataset, and "
+                        "clip where its weights are)")
     parser.add_argument("--inception_weights", default=None, help="default: the file tools/convert_inception.py writes")
     parser.add_argument("--clip_weights", default=None, help="default: the file tools/convert_clip.py writes")
     parser.add_argument("--class_names", default=None, help="one class name per line, for the CLIP score's captions")
@@ -130,6 +131,8 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     names = check_scoring(features, data_config, inception_weights, [reference, train_reference], clip_weights,
                           vq_autoencoder)
     _check_samples(samples, names, data_config)
+    if vq_autoencoder:
+        check_vq_autoencoder(vq_autoencoder, "--vq_autoencoder", samples.images)
     captions = sample_captions(samples.conditions(), _class_names(class_names, data_config)) if "clip" in names else None
     result: dict[str, Any] = {
         "samples": samples.source, "num_samples": len(samples.images), "provenance": samples.settings,

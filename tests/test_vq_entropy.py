@@ -104,6 +104,8 @@ def test_refusals(tmp_path):
     assert check_vq_autoencoder(tmp_path / "vq") == tmp_path / "vq"
     with pytest.raises(UserError, match="18x18 images cannot be encoded .* downsamples by 4"):
         vq_sample_entropy(_images(2, size=18), tmp_path / "vq")
+    with pytest.raises(UserError, match="18x18 images cannot be encoded"):  # the jobs' check, before any work
+        check_vq_autoencoder(tmp_path / "vq", "--vq_autoencoder", _images(2, size=18))
     with pytest.raises(UserError, match="takes 3-channel images but the samples have 4 channels"):
         vq_sample_entropy(_images(2, channels=4), tmp_path / "vq")
     with pytest.raises(UserError, match="needs uint8 images"):

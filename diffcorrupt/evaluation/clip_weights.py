@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -69,22 +68,23 @@ def expected_shapes(shape: ClipShape) -> dict[str, tuple[int, ...]]:
     return abstract_shapes(nn.meta.unbox(jax.eval_shape(Clip(shape).init, jax.random.key(0), pixels, tokens)["params"]))
 
 
-def _taker(tensors: dict[str, np.ndarray], path: pathlib.Path) -> Callable[[str, tuple[int, ...]], np.ndarray]:
-    used: set[str] = set()
+class _Taker:
+    """Reads a checkpoint's tensors by name, each checked against the shape this CLIP needs, and
+    remembers which it read, so that the leftovers can be refused."""
 
-    def take(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if name not in tensors:
-            raise UserError(f"{path} has no tensor `{name}` (expected shape {shape}); it is not a ViT CLIP checkpoint "
-                            "in the Hugging Face or OpenAI layout")
-        value = tensors[name]
+    def __init__(self, tensors: dict[str, np.ndarray], path: pathlib.Path):
+        self.tensors, self.path, self.used = tensors, path, set()
+
+    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if name not in self.tensors:
+            raise UserError(f"{self.path} has no tensor `{name}` (expected shape {shape}); it is not a ViT CLIP "
+                            "checkpoint in the Hugging Face or OpenAI layout")
+        value = self.tensors[name]
         if tuple(value.shape) != tuple(shape):
-            raise UserError(f"{path} has `{name}` of shape {tuple(value.shape)} where this CLIP needs {tuple(shape)}; "
-                            "the checkpoint's tensors disagree with each other or it is another network")
-        used.add(name)
+            raise UserError(f"{self.path} has `{name}` of shape {tuple(value.shape)} where this CLIP needs "
+                            f"{tuple(shape)}; the checkpoint's tensors disagree with each other or it is another network")
+        self.used.add(name)
         return np.asarray(value, dtype=np.float32)
-
-    take.used = used  # type: ignore[attr-defined]
-    return take
 
 
 # Our names -> each layout's, for the parts that differ only in name.
@@ -138,7 +138,7 @@ def infer_shape(tensors: dict[str, np.ndarray], layout: str, path: pathlib.Path,
         activation=act, norm_eps=float(vision.get("layer_norm_eps") or 1e-5))
 
 
-def _block(take, layout: str, theirs: str, width: int, heads: int) -> dict[str, np.ndarray]:
+def _block(take: _Taker, layout: str, theirs: str, width: int, heads: int) -> dict[str, np.ndarray]:
     """One transformer block: q, k, v (fused in OpenAI's ``in_proj``) into our (in, 3, heads, head_dim) kernel."""
     names = _NAMES[layout]
     if layout == HF:
@@ -163,13 +163,13 @@ def _block(take, layout: str, theirs: str, width: int, heads: int) -> dict[str, 
     return out
 
 
-def _norm(take, ours: str, theirs: str, width: int) -> dict[str, np.ndarray]:
+def _norm(take: _Taker, ours: str, theirs: str, width: int) -> dict[str, np.ndarray]:
     return {f"{ours}/scale": take(theirs + ".weight", (width,)), f"{ours}/bias": take(theirs + ".bias", (width,))}
 
 
 def convert_tensors(tensors: dict[str, np.ndarray], layout: str, shape: ClipShape, path: pathlib.Path) -> dict:
     """Our nested parameters from a checkpoint's tensors; every tensor's shape checked."""
-    names, take, s = _NAMES[layout], _taker(tensors, path), shape
+    names, take, s = _NAMES[layout], _Taker(tensors, path), shape
     w, t, e = s.vision_width, s.text_width, s.embed_dim
     grid = s.image_size // s.patch_size
     flat = {"image/patch_embed/kernel": take(names["patch"], (w, 3, s.patch_size, s.patch_size)).transpose(2, 3, 1, 0),

@@ -44,13 +44,15 @@ from diffcorrupt.evaluation.sample_entropy import TAU
 IMPORT_VQ_F4 = "python tools/convert_autoencoder.py --from=vq-f4/model.ckpt --preset=vq-f4 --out=DIR"
 
 
-def check_vq_autoencoder(path: str | pathlib.Path, flag: str = "") -> pathlib.Path:
+def check_vq_autoencoder(path: str | pathlib.Path, flag: str = "", images: np.ndarray | None = None) -> pathlib.Path:
     """``path`` when it is a stored VQ autoencoder (read from its ``autoencoder.json`` only, so that a
-    job can check before it writes anything); ``UserError`` for a missing folder or a KL one."""
+    job can check before it writes anything) that can encode ``images`` where given; ``UserError``
+    for a missing folder, a KL one, or images it cannot take."""
     directory = check_autoencoder_folder(path, flag)
     where = f"{flag}={directory}" if flag else str(directory)
     try:
-        kind = AutoencoderConfig.from_json(json.loads((directory / CONFIG_FILE).read_text())).kind
+        config = AutoencoderConfig.from_json(json.loads((directory / CONFIG_FILE).read_text()))
+        kind = config.kind
     except (ValueError, KeyError, TypeError) as error:
         raise UserError(f"{directory / CONFIG_FILE} is not a valid autoencoder config ({type(error).__name__}: "
                         f"{error})") from None
@@ -58,6 +60,8 @@ def check_vq_autoencoder(path: str | pathlib.Path, flag: str = "") -> pathlib.Pa
         raise UserError(f"{where} holds a {kind.upper()} autoencoder, which has no codebook; sample entropy needs a VQ "
                         f"autoencoder such as LDM's VQ-f4 (`{IMPORT_VQ_F4}`) or one trained with "
                         "`diffcorrupt autoencoder --preset=vq-f4-small`")
+    if images is not None:
+        prepared_images(images[:1], config)
     return directory
 
 
