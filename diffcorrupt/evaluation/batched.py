@@ -7,9 +7,11 @@ padded with zeros and the padding's outputs dropped. The batch is split over the
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 def map_in_batches(forward: Callable[[jax.Array], dict[str, jax.Array]], inputs: np.ndarray, batch_size: int,
@@ -28,3 +30,21 @@ def map_in_batches(forward: Callable[[jax.Array], dict[str, jax.Array]], inputs:
         for key, value in jax.device_get(out).items():
             chunks[key].append(np.asarray(value[:count]))
     return {key: np.concatenate(values) for key, values in chunks.items()}
+
+
+class ShardedNet:
+    """A network's parameters replicated over a 1-D mesh (default: this process's own devices), and its
+    inputs mapped in batches split over it; the batch is rounded up so that every device gets the same share."""
+
+    def __init__(self, params: Any, batch_size: int, mesh: Mesh | None = None):
+        self.mesh = mesh if mesh is not None else Mesh(np.array(jax.local_devices()), ("data",))
+        self.batch_size = -(-batch_size // self.mesh.devices.size) * self.mesh.devices.size
+        self.params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
+        self._batch = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names))
+
+    def map(self, forward: Callable[[Any, jax.Array], dict[str, jax.Array]], inputs: np.ndarray,
+            empty: dict[str, tuple[int, ...]], prepare: Callable[[np.ndarray], np.ndarray] = np.asarray
+            ) -> dict[str, np.ndarray]:
+        """``forward(params, batch)`` over every row of ``inputs`` (see ``map_in_batches``)."""
+        return map_in_batches(lambda batch: forward(self.params, batch), inputs, self.batch_size, self._batch, empty,
+                              prepare)

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from PIL import Image
 
 from diffcorrupt.errors import UserError
-from diffcorrupt.evaluation.batched import map_in_batches
+from diffcorrupt.evaluation.batched import ShardedNet
 from diffcorrupt.evaluation.clip import Clip, ClipShape
 from diffcorrupt.evaluation.clip_weights import ClipWeights
 
@@ -63,14 +63,11 @@ class ClipFeatures:
     name = "clip"
 
     def __init__(self, weights: ClipWeights, batch_size: int = 64, mesh: Mesh | None = None):
-        self.mesh = mesh if mesh is not None else Mesh(np.array(jax.local_devices()), ("data",))
-        devices = self.mesh.devices.size
-        self.batch_size = -(-batch_size // devices) * devices
+        self._net = ShardedNet(weights.params, batch_size, mesh)
+        self.batch_size = self._net.batch_size
         self.shape = weights.shape
         self.tokenizer = weights.tokenizer
         self.weights_hash = weights.sha256
-        self._batch = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names))
-        self._params = jax.device_put(weights.params, NamedSharding(self.mesh, PartitionSpec()))
         self._image, self._text = _jitted(weights.shape)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -78,12 +75,12 @@ class ClipFeatures:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise UserError(f"CLIP features need uint8 images of shape (N, H, W, 1 or 3), got {images.dtype} {images.shape}")
-        return map_in_batches(lambda batch: self._image(self._params, batch), images, self.batch_size, self._batch,
-                              {"pool": (self.shape.embed_dim,)},
-                              prepare=lambda batch: resize_and_crop(batch, self.shape.image_size))
+        return self._net.map(self._image, images, {"pool": (self.shape.embed_dim,)},
+                             prepare=lambda batch: resize_and_crop(batch, self.shape.image_size))
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), embed_dim) float32, unnormalised."""
-        tokens = self.tokenizer.encode_batch(list(texts), self.shape.context_length)
-        return map_in_batches(lambda batch: self._text(self._params, batch), tokens, self.batch_size, self._batch,
-                              {"text": (self.shape.embed_dim,)})["text"]
+        """(len(texts), embed_dim) float32, unnormalised. Each distinct text is encoded once: a class
+        run's 50,000 samples share 1,000 captions."""
+        distinct, which = np.unique(np.asarray(list(texts), dtype=str), return_inverse=True)
+        tokens = self.tokenizer.encode_batch(distinct.tolist(), self.shape.context_length)
+        return self._net.map(self._text, tokens, {"text": (self.shape.embed_dim,)})["text"][which.reshape(-1)]

@@ -17,11 +17,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from diffcorrupt.cache import cache_root
 from diffcorrupt.errors import UserError
-from diffcorrupt.evaluation.batched import map_in_batches
+from diffcorrupt.evaluation.batched import ShardedNet
 from diffcorrupt.evaluation.frechet import SPATIAL_CHANNELS
 from diffcorrupt.evaluation.inception import POOL_DIM, SPATIAL_SHAPE, InceptionV3
 from diffcorrupt.evaluation.resize import resize_to_299
@@ -227,13 +227,10 @@ class InceptionFeatures:
     name = "inception"
 
     def __init__(self, weights: InceptionWeights, batch_size: int = 64, mesh: Mesh | None = None):
-        self.mesh = mesh if mesh is not None else Mesh(np.array(jax.local_devices()), ("data",))  # this process's own
-        devices = self.mesh.devices.size
-        self.batch_size = -(-batch_size // devices) * devices  # each device gets the same share
+        self._net = ShardedNet(weights.params, batch_size, mesh)
+        self.batch_size = self._net.batch_size
         self.has_logits = weights.has_logits
         self.weights_hash = weights.sha256
-        self._batch_sharding = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names))
-        self._params = jax.device_put(weights.params, NamedSharding(self.mesh, PartitionSpec()))
         self._forward = _jitted_forward(weights.has_logits)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -247,5 +244,4 @@ class InceptionFeatures:
         empty = {"pool": (POOL_DIM,), "spatial": (*SPATIAL_SHAPE[:2], SPATIAL_CHANNELS)}
         if self.has_logits:
             empty["logits"] = (1008,)
-        return map_in_batches(lambda batch: self._forward(self._params, batch), images, self.batch_size,
-                              self._batch_sharding, empty)
+        return self._net.map(self._forward, images, empty)
