@@ -21,6 +21,12 @@ Presets (``--config=configs/fmnist.py:<preset>``):
            (``fd``, classifier features) and higher recall than clean; at 20%, lower conditional accuracy.
            No numbers are measured yet.
 
+  memorize the memorization-regime experiment (``diffcorrupt sweep --grid=fmnist_memorization``,
+           docs/reproduction.md): pixel-space DiT-T/4 at 16x16 on the class-balanced subset
+           ``balanced[0:500]`` of the embedded split, no flips (a copy must be of an image as stored),
+           checkpoints kept every 1,000 steps so that metrics can be followed over training. Its
+           held-out reference is the disjoint ``dataset:test:balanced[5000:10000]``.
+
 The corruption manifest at the paper's eta = 7.5%:
   diffcorrupt corruption --config=configs/fmnist.py --config.data.corruption.ratio=0.075
 reports num_corrupted = floor(0.075 * 60000) = 4500 with the full set installed (750 of the
@@ -73,6 +79,24 @@ def _latent(config):
     config.sample.steps = 25
 
 
+def _memorize(config):
+    _default(config)
+    config.data.split = "test"  # the embedded 10k, whose second half is the held-out reference
+    config.data.subset = "balanced[0:500]"
+    config.data.image_size = 16
+    config.data.random_flip = False
+    config.model.name = "DiT-T/4"
+    config.train.batch_size = 32
+    config.train.num_steps = 4_000
+    config.train.lr = 1e-3
+    config.train.warmup_steps = 100
+    config.train.ema_decay = 0.995
+    config.train.log_every = 100
+    config.checkpoint.every_steps = 1_000
+    config.checkpoint.keep_every = 1_000
+
+
 def get_config(arg=None):
-    return select_preset(arg, {"default": _default, "tiny": _tiny, "latent": _latent, "small": _small}, base_config(),
+    return select_preset(arg, {"default": _default, "tiny": _tiny, "latent": _latent, "small": _small,
+                               "memorize": _memorize}, base_config(),
                          "configs/fmnist.py")

@@ -1,6 +1,6 @@
 """``diffcorrupt evaluate``: FID / sFID / IS / precision / recall (and more) of a sample set.
 
-  diffcorrupt evaluate --samples=PATH [--reference=dataset[:split]|PATH] [--train_reference=...|none]
+  diffcorrupt evaluate --samples=PATH [--reference=dataset[:split[:subset]]|PATH] [--train_reference=...|none]
                        [--features=inception,classifier,clip] [--inception_weights=FILE] [--clip_weights=FILE]
                        [--class_names=FILE] [--vq_autoencoder=DIR] [--reference_count=N]
                        [--config=configs/<name>.py[:<preset>] [--config.<key>=<value> ...]] [--out=FILE.json]
@@ -44,7 +44,8 @@ from diffcorrupt.evaluation.feature_nets import (
     make_feature_net,
     parse_feature_nets,
 )
-from diffcorrupt.evaluation.reference import check_reference, reference_stats
+from diffcorrupt.evaluation.copies import COPY_RATIO, copies, copy_note
+from diffcorrupt.evaluation.reference import check_reference, reference_images, reference_stats
 from diffcorrupt.evaluation.sample_files import SampleSet, read_samples
 from diffcorrupt.evaluation.scores import NEIGHBOURS, score
 from diffcorrupt.evaluation.vq_entropy import check_vq_autoencoder, vq_sample_entropy
@@ -54,7 +55,7 @@ from diffcorrupt.parallel.distributed import launched_as_peer
 from diffcorrupt.sampling.restore import saved_run_config
 
 # Bumped when evaluate computes new metrics: a batch report recomputes metrics files of older versions.
-METRICS_VERSION = 3
+METRICS_VERSION = 4
 PROTOCOL = {
     "inception": "TF FID Inception (2015-12-05) in Flax: uint8 -> bilinear resize to 299 as TF1 ResizeBilinear "
                  "(align_corners=False, no half-pixel centres) -> (x - 128) / 128; FID on pool_3, sFID on the "
@@ -79,6 +80,9 @@ PROTOCOL = {
     "vq": "sample entropy (nats) of the samples' mean soft code assignment softmax(-||h - c||^2 / tau) over the VQ "
           "autoencoder's codebook, h its unscaled pre-quantisation latents of the uint8 -> [-1, 1] images at their own "
           "size, tau 1 (the paper gives none)",
+    "pixels": f"copies of training images (Yoon et al. 2023, Gu et al. 2023): the share of samples whose nearest "
+              f"training image in pixel L2 ([0, 1] values, exact search) is closer than {COPY_RATIO:.3g} times the "
+              "second nearest; the neighbours file shows the most copy-like samples beside their 3 nearest",
     "rmd": "relative Mahalanobis distance of each sample at its class: class Gaussians with a shared covariance "
            "minus one class-agnostic Gaussian, fitted on the labelled reference features (Ren et al. 2021); "
            "rmd_top1pct is the mean of the highest 1%, the per-sample values are in the rmd file",
@@ -88,7 +92,7 @@ PROTOCOL = {
 def main(argv: list[str]) -> int:
     parser = jobs.JobParser("evaluate", __doc__.splitlines()[0], config=False)
     parser.add_argument("--samples", required=True)
-    parser.add_argument("--reference", default=None, help="dataset[:split], an ADM .npz, an image folder or a stats .npz")
+    parser.add_argument("--reference", default=None, help="dataset[:split[:subset]], an ADM .npz, an image folder or a stats .npz")
     parser.add_argument("--train_reference", default=None, help="training images for memorization, or 'none'")
     parser.add_argument("--features", default=None, help="inception, classifier and/or clip (default: by dataset, and "
                         "clip where its weights are)")
@@ -172,10 +176,31 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     result["protocol"]["top_pr"] = PROTOCOL["top_pr"]
     if train_reference != "none":
         result["protocol"]["memorization"] = PROTOCOL["memorization"]
+        _judge_copies(result, samples.images, train_reference, data_config, reference_count, out_path)
     if rmd_files:  # before the JSON, so that a metrics file never names an rmd file that is not there
         write_atomically(_rmd_path(out_path), lambda handle: np.savez(handle, **rmd_files))
     write_atomically(out_path, lambda handle: handle.write((json.dumps(result, indent=2, sort_keys=True) + "\n").encode()))
     return result
+
+
+def _judge_copies(result: dict[str, Any], images: np.ndarray, train_reference: str,
+                  data_config: ml_collections.ConfigDict | None, count: int | None, out_path: Path) -> None:
+    """Adds the pixel-space copies of training images (network 'pixels', with the nearest-neighbour
+    grid beside the metrics file), or a ``copies_note`` saying why they cannot be judged."""
+    found = reference_images(train_reference, data_config, count)
+    if found is None:
+        result["copies_note"] = "copies are judged on training images, and --train_reference is a statistics file"
+        return
+    train_images, total = found
+    note = copy_note(images, train_images(0, 1).shape[1:] if total else images.shape[1:], total)
+    if note:
+        result["copies_note"] = note
+        return
+    logging.info("evaluate: copies of %d training images among %d samples, in pixel space", total, len(images))
+    grid = _neighbours_path(out_path)
+    result["networks"]["pixels"] = {"training_images": total, "neighbours_file": grid.name,
+                                    "metrics": copies(images, train_images, total, grid)}
+    result["protocol"]["pixels"] = PROTOCOL["pixels"]
 
 
 def check_scoring(features: str | None, data_config: ml_collections.ConfigDict | None, inception_weights: str | None,
@@ -230,6 +255,11 @@ def _out_path(samples_path: str | Path, out: str | Path | None) -> Path:
         return Path(out)
     path = Path(samples_path)
     return path / "metrics.json" if path.is_dir() else path.with_name(path.stem + "_metrics.json")
+
+
+def _neighbours_path(out_path: Path) -> Path:
+    """Where the grid of the most copy-like samples and their nearest training images goes."""
+    return out_path.with_name(out_path.stem + "_neighbours.png")
 
 
 def _rmd_path(out_path: Path) -> Path:

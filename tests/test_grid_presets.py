@@ -13,6 +13,7 @@ from diffcorrupt.sweeps.expand import check_runs, expand
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PRESETS = ["imagenet.py", "imagenet.py:ldm4", "imagenet.py:dit_xl2", "cc3m.py", "cc3m.py:default", "fmnist.py:small",
+           "fmnist.py:memorize",
            "shapes.py:small"]
 SCHEMA_KEYS = set(flat_keys(base_config()))
 
@@ -87,6 +88,7 @@ EXPECTED_COUNTS = {
     "fmnist_small": 13, "fmnist_small_baselines": 6, "fmnist_small_cep_gamma": 10, "fmnist_small_fixed_random": 3,
     "shapes_small": 8, "shapes_small_baselines": 4,
     "repro_small": 21,  # (5 etas + CEP-U + CEP-G) x 3 seeds
+    "fmnist_memorization": 54,  # 3 sizes x (4 etas + CEP-U + CEP-G) x 3 seeds
 }
 
 
@@ -139,3 +141,20 @@ def test_ablation_grids_hold_the_papers_settings(monkeypatch):
     assert {c.data.name for c in repro} == {"latent_records"}
     assert sorted({c.data.corruption.ratio for c in repro}) == list(grids.SMALL_ETAS)
     assert sorted({c.seed for c in repro}) == [0, 1, 2]
+
+
+def test_the_memorization_grid_trains_on_nested_subsets_disjoint_from_its_held_out_reference(monkeypatch):
+    monkeypatch.chdir(REPO)
+    grid = grids.GRIDS["fmnist_memorization"]
+    configs = check_runs(grid, expand(grid, pathlib.Path("runs")))
+    sizes = {}
+    for config in configs.values():
+        sizes.setdefault(config.data.subset, set()).add((config.data.split, config.data.data_dir))
+    assert sizes == {"balanced[0:500]": {("test", "")}, "balanced[0:2000]": {("test", "")},
+                     "balanced[0:10000]": {("train", "/usr/share/datasets/fashion-mnist")}}
+    assert f"--reference={grids.HELD_OUT}" in grid.report and "--checkpoints=all" in grid.report
+    # Every test-split subset ends before the held-out range starts.
+    held_out_start = int(grids.HELD_OUT.split("[")[1].split(":")[0])
+    assert all(int(subset.split(":")[1].rstrip("]")) <= held_out_start
+               for subset, places in sizes.items() if ("test", "") in places)
+    assert {c.data.random_flip for c in configs.values()} == {False}

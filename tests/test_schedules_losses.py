@@ -173,6 +173,21 @@ def test_input_perturbation_moves_x_t_but_not_the_target():
     assert abs(float(jnp.std(xi)) - 1.0) < 0.05 and abs(float(jnp.mean(xi))) < 0.05
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_min_snr_weights_are_the_x0_weight_capped_at_gamma(prediction):
+    """Read as a weight on the x_0 error, every timestep weighs min(SNR, gamma): an eps error is
+    SNR times an x_0 error, a v error SNR + 1 times."""
+    schedule = make_schedule("linear", 1000)
+    plain, _ = losses_and_x_t(zeros, jax.random.key(4), schedule, prediction=prediction)
+    weighted, _ = losses_and_x_t(zeros, jax.random.key(4), schedule, prediction=prediction, min_snr_gamma=5.0)
+    np.testing.assert_array_equal(plain["mse"], weighted["mse"])  # the logged mse stays the plain one
+    ab = np.asarray(schedule.alphas_cumprod)[np.asarray(weighted["t"])]
+    snr = ab / (1 - ab)
+    x0_weight = np.asarray(weighted["loss"] / plain["mse"]) * (snr if prediction == "eps" else snr + 1)
+    np.testing.assert_allclose(x0_weight, np.minimum(snr, 5.0), rtol=1e-4)
+    assert (snr > 5).any() and (snr < 5).any()  # both sides of the cap were drawn
+
+
 def test_vb_terms_known_values():
     schedule = make_schedule("linear", 1000)
     x0 = jnp.array([-1.0, -0.5, 0.0, 0.3, 1.0]).reshape(1, 1, 5, 1) * jnp.ones((3, 1, 1, 1))

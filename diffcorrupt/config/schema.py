@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.split = "train"
     config.data.data_dir = ""  # '' means the source's own default location.
     config.data.num_examples = 0  # Size of generated sources; 0 = the whole dataset elsewhere.
+    config.data.subset = ""  # '' = the whole split; '[a:b]' or 'balanced[a:b]' (data/sources/subset.py)
     config.data.image_size = 32
     config.data.channels = 1
     config.data.random_flip = True
@@ -92,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.diffusion.prediction = "eps"  # eps | v
     config.diffusion.loss = "mse"  # mse | hybrid (learned sigma, as DiT)
     config.diffusion.input_perturbation = 0.0  # Ning et al. 2023 baseline; 0.1 in their paper
+    config.diffusion.min_snr_gamma = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023: 5); 0 = off
 
     config.sample = ml_collections.ConfigDict()
     config.sample.sampler = "dpm"  # ddpm | ddim | dpm (DPM-Solver++(2M))

@@ -12,6 +12,7 @@ import ml_collections
 
 from diffcorrupt.config.loading import flat_keys, suggest
 from diffcorrupt.config.schema import CHOICES, CLASS_CORRUPTIONS, TEXT_CORRUPTIONS, base_config
+from diffcorrupt.data.sources.subset import parse_subset
 from diffcorrupt.errors import ConfigError
 from diffcorrupt.parallel.mesh import data_parallel_size
 
@@ -89,12 +90,14 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     for key in _NON_NEGATIVE:
         if values[key] < 0:
             raise ConfigError(f"config key '{key}' is {values[key]}; it must be zero or positive")
+    if config.data.subset:
+        parse_subset(config.data.subset)
     if config.data.channels not in (1, 3):
         raise ConfigError(f"config key 'data.channels' is {config.data.channels}; use 1 (grey) or 3 (RGB)")
     if config.data.num_threads <= 0:
         raise ConfigError(f"config key 'data.num_threads' is {config.data.num_threads}; use at least 1 thread")
     for key in ("model.cep.gamma", "model.label_drop", "model.condition_dropout", "model.label_smoothing",
-                "diffusion.input_perturbation", "sample.eta", "sample.cfg_scale"):
+                "diffusion.input_perturbation", "diffusion.min_snr_gamma", "sample.eta", "sample.cfg_scale"):
         if values[key] < 0:
             raise ConfigError(f"config key '{key}' is {values[key]}; it must be zero or positive")
     for key in ("model.label_drop", "model.condition_dropout", "model.label_smoothing"):

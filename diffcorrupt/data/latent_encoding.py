@@ -34,7 +34,7 @@ from diffcorrupt.autoencoders.storage import LoadedAutoencoder, load_autoencoder
 from diffcorrupt.data.preprocess import training_pixels
 from diffcorrupt.data.sources.latent_records import META_FILE, write_meta, write_shard
 from diffcorrupt.data.sources.registry import make_source
-from diffcorrupt.errors import UserError
+from diffcorrupt.errors import ConfigError, UserError
 
 PLAN_FILE = "encoding.json"
 KINDS = ("moments", "latent")
@@ -63,6 +63,9 @@ def encode_dataset(data: ml_collections.ConfigDict, autoencoder_dir: str | Path,
     kind = kind or ("moments" if autoencoder.config.kind == "kl" else "latent")
     if kind not in KINDS or (kind == "moments" and autoencoder.config.kind != "kl"):
         raise UserError(f"--kind={kind}: use 'latent', or 'moments' with a KL autoencoder")
+    if data.subset:
+        raise ConfigError(f"config key 'data.subset' is '{data.subset}'; encode the whole split and set data.subset "
+                          "on the runs that train on the latents (they select the same examples)")
     source = make_source(data)
     if autoencoder.config.in_channels != data.channels:
         raise UserError(f"the autoencoder takes {autoencoder.config.in_channels}-channel images but data.channels is "

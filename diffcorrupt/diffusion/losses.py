@@ -11,6 +11,11 @@ output exactly as training defined it, so the helpers that do so live here with 
 L_simple + lambda L_vlb, where the variational bound only trains the variance (the mean it sees is
 stop-gradient'ed). Input perturbation (Ning et al. 2023) noises x_t with eps + gamma xi while the
 target stays eps.
+
+Min-SNR-gamma weighting (Hang et al. 2023) caps each timestep's weight, read as a weight on the x_0
+error, at SNR = gamma: the nearly clean timesteps, whose easy targets otherwise dominate the
+gradient, stop crowding out the noisy ones where a sample's shape and class are decided. For an eps
+target that is min(SNR, gamma) / SNR, for v min(SNR, gamma) / (SNR + 1); gamma = 0 turns it off.
 """
 
 from __future__ import annotations
@@ -91,12 +96,13 @@ def variational_bound_terms(output: jax.Array, x0: jax.Array, x_t: jax.Array, t:
 
 def training_losses(model_fn: ModelFn, x0: jax.Array, rng: jax.Array, schedule: Schedule, *,
                     prediction: str = "eps", learned_sigma: bool = False, loss: str = "mse",
-                    input_perturbation: float = 0.0) -> dict[str, jax.Array]:
+                    input_perturbation: float = 0.0, min_snr_gamma: float = 0.0) -> dict[str, jax.Array]:
     """Per-example losses at uniformly drawn timesteps: {"loss", "mse", "vb" (hybrid only), "t"}.
 
     ``model_fn(x_t, t)`` takes a float32 batch like ``x0`` and (B,) int32 timesteps. The hybrid
     bound is scaled by T/1000, improved DDPM's lambda = 1/1000 times the T terms of L_vlb, which
-    at T = 1000 is DiT's plain sum mse + vb. ``input_perturbation`` is a Python float.
+    at T = 1000 is DiT's plain sum mse + vb. ``input_perturbation`` and ``min_snr_gamma`` are
+    Python floats; the weighting applies to the mse term (the one that trains the mean).
     """
     check_prediction(prediction)
     if loss not in LOSSES:
@@ -118,12 +124,20 @@ def training_losses(model_fn: ModelFn, x0: jax.Array, rng: jax.Array, schedule: 
     pred, var_values = split_output(output, x0.shape, learned_sigma)
     target = eps if prediction == "eps" else sqrt_ab * eps - sqrt_one_minus_ab * x0
     mse = _mean_flat((target - pred) ** 2)
+    weighted = mse * min_snr_weight(schedule, t, prediction, min_snr_gamma) if min_snr_gamma else mse
     if loss == "mse":
-        return {"loss": mse, "mse": mse, "t": t}
+        return {"loss": weighted, "mse": mse, "t": t}
     frozen_mean = jnp.concatenate([jax.lax.stop_gradient(pred), var_values], axis=-1)
     vb = variational_bound_terms(frozen_mean, x0, x_t, t, schedule, prediction=prediction)
     vb = vb * (schedule.num_steps / 1000.0)
-    return {"loss": mse + vb, "mse": mse, "vb": vb, "t": t}
+    return {"loss": weighted + vb, "mse": mse, "vb": vb, "t": t}
+
+
+def min_snr_weight(schedule: Schedule, t: jax.Array, prediction: str, gamma: float) -> jax.Array:
+    """The min-SNR-gamma weight of the ``prediction`` target's mse at timesteps ``t``."""
+    ab = schedule.alphas_cumprod[t]
+    snr = ab / (1.0 - ab)
+    return jnp.minimum(snr, gamma) / (snr if prediction == "eps" else snr + 1.0)
 
 
 def _at(values: jax.Array, t: jax.Array, ndim: int) -> jax.Array:

@@ -62,7 +62,9 @@ def _with(data: ml_collections.ConfigDict, **overrides) -> ml_collections.Config
 
 
 def _splits(data: ml_collections.ConfigDict) -> tuple[Source, range, Source, range]:
-    """(train source, train indices, held-out source, held-out indices) of the clean dataset."""
+    """(train source, train indices, held-out source, held-out indices) of the clean dataset: the
+    whole of it, not a run's subset, since the classifier is the instrument every run is measured by."""
+    data = _with(data, subset="")
     if data.name not in SUPPORTED:
         raise UserError(
             f"there is no feature classifier for the dataset '{data.name}', only for {' and '.join(SUPPORTED)} "

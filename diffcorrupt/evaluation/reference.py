@@ -5,8 +5,11 @@ A reference is what samples are compared with: the mean and covariance of its po
 memorization need the points, not just their moments) and, where the images have classes, their
 labels (RMD fits its class Gaussians on them). It is named by a spec:
 
-- ``dataset[:split]``: the clean images of the run's dataset (the config saved with the checkpoint
-  that made the samples), centre-cropped to the training resolution exactly as training saw them;
+- ``dataset[:split[:subset]]``: the clean images of the run's dataset (the config saved with the
+  checkpoint that made the samples), centre-cropped to the training resolution exactly as training
+  saw them. Plain ``dataset`` is what the run trained on, its subset included; a named split is the
+  whole split unless a subset follows (``dataset:test:balanced[5000:10000]``, the held-out images
+  of a run trained on ``balanced[0:500]`` of the same split; see data/sources/subset.py);
 - a path to an ADM-layout ``.npz`` (``arr_0``) or an image folder;
 - a path to a stats ``.npz`` this module wrote, reused as it is.
 
@@ -21,13 +24,14 @@ import hashlib
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import ml_collections
 import numpy as np
 from absl import logging
 
 from diffcorrupt.cache import cache_root
+from diffcorrupt.data.sources.subset import parse_subset
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation.frechet import gaussian_stats, spatial_features
 from diffcorrupt.evaluation.sample_files import read_samples
@@ -114,6 +118,17 @@ def reference_stats(spec: str, net: FeatureNet, *, data_config: ml_collections.C
     return stats
 
 
+def reference_images(spec: str, data_config: ml_collections.ConfigDict | None,
+                     count: int | None = None) -> tuple[Callable[[int, int], np.ndarray], int] | None:
+    """(images(start, stop) -> uint8 NHWC, count) of a reference given as images (a dataset, an ADM
+    .npz or a folder); None for a statistics file, which holds no images."""
+    path = Path(spec)
+    if path.suffix == ".npz" and path.is_file() and _is_stats_file(path):
+        return None
+    images, _, total = _resolve(spec, data_config, count)[2]()
+    return images, total
+
+
 def check_reference(spec: str, data_config: ml_collections.ConfigDict | None) -> None:
     """What ``reference_stats`` can refuse without computing a feature: a path that does not exist,
     a dataset without a config or not on this machine."""
@@ -146,19 +161,23 @@ def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: in
     """(cache name, what the cache key hashes, a loader of (images(start, stop) -> uint8 images, their
     class labels or None, the image count)) of a spec. The key's ``labels`` entry retires the caches
     written before labels were kept."""
-    name, _, split = spec.partition(":")
+    name, _, rest = spec.partition(":")
     if name == "dataset":
         if data_config is None:
             raise UserError(f"--reference={spec} needs the run's config: evaluate a folder written by `diffcorrupt "
                             "sample` (its settings.json names the run) or pass --config")
         data = ml_collections.ConfigDict(data_config.to_dict())
-        data.split = split or data.split
-        parts = {k: data[k] for k in ("name", "split", "data_dir", "image_size", "channels", "num_examples")}
+        split, _, subset = rest.partition(":")
+        if rest:  # a named split is the whole split unless a subset follows it
+            data.split, data.subset = split or data.split, subset
+            if subset:
+                parse_subset(subset, f"the subset of --reference={spec}")
+        parts = {k: data[k] for k in ("name", "split", "subset", "data_dir", "image_size", "channels", "num_examples")}
         parts.update(count=count, labels=True)
         return f"{data.name}-{data.split}-{data.image_size}px", parts, lambda: _dataset_loader(data, count)
     path = Path(spec)
     if not path.exists():
-        raise UserError(f"--reference={spec} does not exist; pass dataset[:split], an ADM .npz, an image folder "
+        raise UserError(f"--reference={spec} does not exist; pass dataset[:split[:subset]], an ADM .npz, an image folder "
                         "or a statistics .npz")
     stat = path.stat()
     parts = {"path": str(path.absolute()), "size": stat.st_size, "mtime": stat.st_mtime, "count": count, "labels": True}

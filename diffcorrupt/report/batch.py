@@ -21,6 +21,7 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.evaluate import METRICS_VERSION, check_scoring, evaluate
 from diffcorrupt.parallel.distributed import on_process_zero
 from diffcorrupt.report.plots import write_plots
+from diffcorrupt.report.size_plots import write_size_plots
 from diffcorrupt.report.tables import write_tables
 from diffcorrupt.sample import sample_run
 from diffcorrupt.sampling.restore import saved_run_config
@@ -62,10 +63,10 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
                          data_config=config.data, out=metrics_path, requested=wanted)
             result = json.loads(metrics_path.read_text())
             rows.extend(rows_of(result, workdir, config, metrics_path))
-            notes.update(dict.fromkeys(filter(None, [result.get("clip_note")])))
+            notes.update(dict.fromkeys(filter(None, [result.get("clip_note"), result.get("copies_note")])))
         out.mkdir(parents=True, exist_ok=True)
         tables = write_tables(rows, out, list(notes))
-        plots = write_plots(rows, out)
+        plots = write_plots(rows, out) + write_size_plots(rows, out)
         logging.info("report: %d rows, tables %s, %d plots in %s", len(rows), sorted(tables), len(plots), out)
         return {"rows": len(rows), "tables": {k: str(v) for k, v in tables.items()}, "plots": [str(p) for p in plots]}
 
@@ -81,7 +82,7 @@ def rows_of(result: dict[str, Any], workdir: Path, config, metrics_path: Path) -
     cep = config.model.cep
     base = {
         "run": workdir.name, "workdir": str(workdir.absolute()), "config_hash": settings["config_hash"],
-        "corruption": _corruption(corruption), "eta": float(corruption.ratio),
+        "subset": config.data.subset or "all", "corruption": _corruption(corruption), "eta": float(corruption.ratio),
         "cep": "none" if cep.kind == "none" else f"{cep.kind}:{cep.gamma:g}", "baseline": _baseline(config),
         "seed": int(config.seed),
         "step": settings["step"], "sampler": settings["sampler"], "steps": settings["steps"],

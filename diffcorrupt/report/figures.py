@@ -30,11 +30,12 @@ def save_flip_matrix(path: pathlib.Path, matrix: Sequence[Sequence[int]], class_
     plt.close(fig)
 
 
-def save_tiled(path: pathlib.Path, pixels: np.ndarray) -> np.ndarray:
-    """uint8 NHWC images tiled edge to edge in a near-square grid and saved at their own resolution
-    (no resampling, so what is seen is what the metrics read). Returns the grid (H, W, C)."""
+def save_tiled(path: pathlib.Path, pixels: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """uint8 NHWC images tiled edge to edge, ``columns`` to a row (default: a near-square grid), and
+    saved at their own resolution (no resampling, so what is seen is what the metrics read).
+    Returns the grid (H, W, C)."""
     count, height, width, channels = pixels.shape
-    side = int(np.ceil(np.sqrt(count)))
+    side = columns or int(np.ceil(np.sqrt(count)))
     rows = -(-count // side)
     grid = np.zeros((rows * height, side * width, channels), np.uint8)
     for i, image in enumerate(pixels):

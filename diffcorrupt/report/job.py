@@ -4,7 +4,7 @@
                      [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N] [--seed=S]
                      [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
                      [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
-                     [--reference=dataset[:split]|PATH] [--reference_count=N]
+                     [--reference=dataset[:split[:subset]]|PATH] [--reference_count=N]
 
 For every run, checkpoint and guidance scale: sample (resuming what is there), evaluate (skipping
 what is already computed with these arguments), then write ``results.csv``, ``summary.csv``,

@@ -19,7 +19,7 @@ from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
 
 # Metrics drawn against the guidance scale besides the primary distance, where a network has them.
-SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score")
+SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio")
 
 NETWORK_NAMES = {"inception": "Inception", "classifier": "classifier features"}
 # A line: label -> points (x, mean, std or None), drawn in x order.
@@ -37,7 +37,7 @@ def _sampler_suffix(rows: Sequence[Row]) -> Callable[[Row], str]:
     return lambda r: f" ({r.get('sampler')} {r.get('steps')}, {r.get('num_samples')} samples)" if varied else ""
 
 
-def _latest(rows: Iterable[Row], key: Callable[[Row], str]) -> list[Row]:
+def latest_rows(rows: Iterable[Row], key: Callable[[Row], str]) -> list[Row]:
     """The rows at the latest checkpoint step of each key (runs may have trained for different lengths)."""
     rows = list(rows)
     last: dict[str, int] = {}
@@ -46,12 +46,12 @@ def _latest(rows: Iterable[Row], key: Callable[[Row], str]) -> list[Row]:
     return [row for row in rows if row["step"] == last[key(row)]]
 
 
-def _add(lines: Lines, label: str, x: float, row: Row, metric: str) -> None:
+def add_point(lines: Lines, label: str, x: float, row: Row, metric: str) -> None:
     lines.setdefault(label, []).append((x, metric_value(row, metric), metric_value(row, f"{metric}_std")))
 
 
-def _save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, title: str,
-                percent_x: bool = False) -> bool:
+def save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, title: str,
+               percent_x: bool = False, log_x: bool = False) -> bool:
     """Error-bar lines (bars only where there is a seed std); skipped, returning False, with under two x values."""
     if len({x for points in lines.values() for x, _, _ in points}) < 2:
         return False
@@ -62,6 +62,8 @@ def _save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, titl
         ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", markersize=3, capsize=3, label=label)
     if percent_x:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    if log_x:
+        ax.set_xscale("log")
     return _finish(fig, ax, path, xlabel, ylabel, title)
 
 
@@ -69,10 +71,10 @@ def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row], metric:
     metric = metric or primary_metric(network)
     suffix = _sampler_suffix(aggregated)
     lines: Lines = {}
-    for row in _latest(aggregated, key=lambda r: setting_label(r) + suffix(r)):
+    for row in latest_rows(aggregated, key=lambda r: setting_label(r) + suffix(r)):
         if metric_value(row, metric) is not None:
-            _add(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
-    return _save_lines(path, lines, "classifier-free guidance scale", axis_label(metric, network),
+            add_point(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
+    return save_lines(path, lines, "classifier-free guidance scale", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} vs guidance scale (latest step)")
 
 
@@ -81,19 +83,19 @@ def _vs_eta(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
     a clean setting with no such line is drawn on its own."""
     metric = primary_metric(network)
     suffix = _sampler_suffix(best)
-    latest = _latest(best, key=lambda r: setting_label(r) + suffix(r))
+    latest = latest_rows(best, key=lambda r: setting_label(r) + suffix(r))
     lines: Lines = {}
     joins: dict[tuple, dict[str, None]] = {}  # (cep, baseline, sampler suffix) -> labels of its corruption lines
     for row in latest:
         if not is_clean(row):
             label = setting_label(row, with_eta=False) + suffix(row)
-            _add(lines, label, row["eta"], row, metric)
+            add_point(lines, label, row["eta"], row, metric)
             joins.setdefault((row.get("cep"), row.get("baseline"), suffix(row)), {})[label] = None
     for row in latest:
         if is_clean(row):
             for label in joins.get((row.get("cep"), row.get("baseline"), suffix(row))) or [setting_label(row) + suffix(row)]:
-                _add(lines, label, 0.0, row, metric)
-    return _save_lines(path, lines, "corruption ratio η", axis_label(metric, network),
+                add_point(lines, label, 0.0, row, metric)
+    return save_lines(path, lines, "corruption ratio η", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} at the best guidance scale vs corruption ratio (latest step)",
                        percent_x=True)
 
@@ -103,8 +105,8 @@ def _vs_step(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
     suffix = _sampler_suffix(best)
     lines: Lines = {}
     for row in best:
-        _add(lines, setting_label(row) + suffix(row), row["step"], row, metric)
-    return _save_lines(path, lines, "training step", axis_label(metric, network),
+        add_point(lines, setting_label(row) + suffix(row), row["step"], row, metric)
+    return save_lines(path, lines, "training step", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} at the best guidance scale vs training step")
 
 
@@ -112,7 +114,7 @@ def _precision_recall(path: pathlib.Path, network: str, aggregated: Sequence[Row
     """Each guidance scale is one point, annotated with its scale; skipped, returning False, under two points."""
     suffix = _sampler_suffix(aggregated)
     series: dict[str, list[Row]] = {}
-    for row in _latest(aggregated, key=lambda r: setting_label(r) + suffix(r)):
+    for row in latest_rows(aggregated, key=lambda r: setting_label(r) + suffix(r)):
         if metric_value(row, "precision") is not None and metric_value(row, "recall") is not None:
             series.setdefault(setting_label(row) + suffix(row), []).append(row)
     if sum(len(rows) for rows in series.values()) < 2:
@@ -133,7 +135,7 @@ def _rmd_density(path: pathlib.Path, network: str, rows: Sequence[Row], best: Se
     """The per-sample RMD of each setting at its best guidance scale (latest step), seeds pooled, as
     density curves: a model that reaches into the tails of each class moves its mass to the right."""
     chosen = {(setting_label(r), r["cfg_scale"], r["step"], r.get("sampler"), r.get("steps")) for r in
-              _latest(best, key=setting_label)}
+              latest_rows(best, key=setting_label)}
     pooled: dict[str, list[np.ndarray]] = {}
     for row in rows:
         if row.get("rmd_file") and (setting_label(row), row["cfg_scale"], row["step"], row.get("sampler"),
@@ -179,8 +181,9 @@ def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathli
         # Rows without the primary distance have nothing to place on the distance plots.
         measured = [r for r in everything if metric_value(r, primary_metric(network)) is not None]
         ranked = [r for r in best if r["network"] == network]
-        for name, draw, data in (("vs_cfg", _vs_cfg, measured), ("vs_eta", _vs_eta, ranked),
-                                 ("precision_recall", _precision_recall, everything), ("vs_step", _vs_step, ranked)):
+        drawn = (("vs_cfg", _vs_cfg, measured), ("vs_eta", _vs_eta, ranked), ("vs_step", _vs_step, ranked))
+        for name, draw, data in (*(drawn if primary_metric(network) else ()),
+                                 ("precision_recall", _precision_recall, everything)):
             path = out / f"{network}_{name}.png"
             if draw(path, network, data):
                 written.append(path)

@@ -17,19 +17,20 @@ from typing import Any
 Row = Mapping[str, Any]
 
 METRICS = ("fid", "fd", "sfid", "inception_score", "precision", "recall", "accuracy", "memorization_ratio",
-           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score")
+           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio")
 METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS", "precision": "precision",
                 "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
                 "top5_distance": "top-5 distance", "top_f1": "TopP&R F1", "rmd_top1pct": "top-1% RMD", "sample_entropy": "sample entropy",
-                "clip_score": "CLIP score"}
-IDENTITY = ("run", "workdir", "config_hash", "corruption", "eta", "cep", "baseline", "seed", "step", "sampler", "steps",
+                "clip_score": "CLIP score", "copy_ratio": "copies"}
+IDENTITY = ("run", "workdir", "config_hash", "subset", "corruption", "eta", "cep", "baseline", "seed", "step", "sampler", "steps",
             "cfg_scale", "num_samples", "network")
 # Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
 # such as inception_score_std or accuracy_<attribute>) are measurements: kept in results.csv, never grouped by.
 RUN_KEYS = ("run", "workdir", "config_hash", "seed")
 SETTING_KEYS = tuple(k for k in IDENTITY if k not in RUN_KEYS)
-_ORDER = ("network", "corruption", "cep", "baseline", "eta", "step", "cfg_scale")
-_THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio", "sample_entropy", "top_f1"})
+_ORDER = ("network", "subset", "corruption", "cep", "baseline", "eta", "step", "cfg_scale")
+_THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio", "sample_entropy", "top_f1",
+                             "copy_ratio"})
 _PAPER_METRICS = ("precision", "recall", "accuracy")
 _MISSING = "—"
 _CEP_SHORT = {"uniform": "U", "gaussian": "G"}
@@ -37,9 +38,9 @@ _CEP_SHORT = {"uniform": "U", "gaussian": "G"}
 
 def primary_metric(network: str) -> str | None:
     """The distance settings are ranked by (lower is better): FID on Inception features, FD on the others';
-    None in a VQ autoencoder's latents, where only the sample entropy is measured."""
+    None in a VQ autoencoder's latents and in pixels, where only the sample entropy and the copies are measured."""
     try:
-        return {"inception": "fid", "classifier": "fd", "clip": "fd", "vq": None}[network]
+        return {"inception": "fid", "classifier": "fd", "clip": "fd", "vq": None, "pixels": None}[network]
     except KeyError:
         raise ValueError(f"no primary metric for feature network {network!r}") from None
 
@@ -79,7 +80,8 @@ def setting_label(row: Row, with_eta: bool = True) -> str:
     else:
         label = f"{row['corruption']} {row['eta'] * 100:g}%" if with_eta else str(row["corruption"])
     extras = [cep_label(row.get("cep")), "" if row.get("baseline") in (None, "none") else str(row["baseline"])]
-    return " + ".join([label, *filter(None, extras)])
+    label = " + ".join([label, *filter(None, extras)])
+    return label if row.get("subset") in (None, "all") else f"{label} on {row['subset']}"
 
 
 def _rank(value: Any) -> tuple:

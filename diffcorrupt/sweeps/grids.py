@@ -180,7 +180,43 @@ REPRO_SMALL = Grid(
         "10, 20% (symmetric) and clean with CEP-U and CEP-G, 3 seeds each, 1,200 steps each; the report's summary "
         "gives mean +- std over seeds. Needs the latents of configs/fmnist.py's `latent` preset.",
 )
-GRIDS: dict[str, Grid] = {grid.name: grid for grid in (*_PAPER, *_SMALL, REPRO_SMALL)}
+# The memorization regime (issue 17): training-set size x corruption, on class-balanced subsets.
+MEMORIZATION_SIZES = (500, 2_000, 10_000)
+MEMORIZATION_ETAS = (0.0, 0.025, 0.05, 0.1)
+HELD_OUT = "dataset:test:balanced[5000:10000]"
+EMBEDDED_SUBSET_LIMIT = 5_000  # the first half of the embedded split's balanced order; the second is held out
+MEMORIZATION_REPORT = (f"--reference={HELD_OUT}", "--checkpoints=all", "--cfg_scale=1,2", "--num_samples=500",
+                       "--sampler=dpm", "--steps=25", "--features=classifier")
+
+
+def subsets(sizes: Iterable[int]) -> Axis:
+    """Training sets of N class-balanced images, nested (each smaller one inside the larger). Up to
+    ``EMBEDDED_SUBSET_LIMIT`` come from the test split (the embedded 10k), whose images past that
+    position are the held-out reference; larger N come from the 60k training split, which must be
+    installed: their setting names its Debian folder, so that a machine without it refuses the run
+    instead of serving the test split in its place and training on held-out images."""
+    from diffcorrupt.data.sources.fashion_mnist import DEBIAN_DIR
+
+    axis = []
+    for size in sizes:
+        overrides = {"data.subset": f"balanced[0:{size}]"}
+        if size > EMBEDDED_SUBSET_LIMIT:
+            overrides.update({"data.split": "train", "data.data_dir": str(DEBIAN_DIR)})
+        axis.append(setting(f"n{size}", overrides))
+    return tuple(axis)
+
+
+MEMORIZATION = Grid(
+    "fmnist_memorization", "configs/fmnist.py:memorize",
+    (subsets(MEMORIZATION_SIZES), etas(MEMORIZATION_ETAS) + (cep("uniform"), cep("gaussian"))),
+    seeds=SMALL_SEEDS, report=MEMORIZATION_REPORT,
+    doc="The memorization regime, measured in docs/reproduction.md: pixel DiT-T/4 at 16x16 on N = 500, 2,000, 10,000 "
+        "class-balanced images (the last needs the 60k training split installed), clean, eta 2.5, 5, 10% and clean "
+        "with CEP-U and CEP-G, 3 seeds, every checkpoint scored against the held-out "
+        f"{HELD_OUT.partition(':')[2]} (FD, precision/recall, accuracy) and against its own training set "
+        "(copies in pixel space, feature-space memorization). Pick a row with --only=n500_.",
+)
+GRIDS: dict[str, Grid] = {grid.name: grid for grid in (*_PAPER, *_SMALL, REPRO_SMALL, MEMORIZATION)}
 
 
 def get_grid(spec: str) -> Grid:

@@ -43,7 +43,8 @@ def make_loss_fn(model: nn.Module, schedule: Schedule, config: ml_collections.Co
 
         losses = training_losses(model_fn, x0, loss_key, schedule, prediction=diffusion.prediction,
                                  learned_sigma=config.model.learned_sigma, loss=diffusion.loss,
-                                 input_perturbation=diffusion.input_perturbation)
+                                 input_perturbation=diffusion.input_perturbation,
+                                 min_snr_gamma=diffusion.min_snr_gamma)
         per_example = losses["loss"]
         metrics = {"loss": per_example.mean(), "mse": losses["mse"].mean()}
         if "vb" in losses:

@@ -37,7 +37,14 @@ def _need_size(data: ml_collections.ConfigDict) -> int:
 
 
 def make_source(data: ml_collections.ConfigDict) -> Source:
-    """Opens the configured dataset (split, folder or size as the config says)."""
+    """Opens the configured dataset (split, folder or size as the config says), restricted to
+    ``data.subset`` where that names one."""
+    from diffcorrupt.data.sources.subset import make_subset
+
+    return make_subset(_open(data), data.subset)
+
+
+def _open(data: ml_collections.ConfigDict) -> Source:
     _check_name(data.name)
     _check_size_key(data)
     if data.name == "fashion_mnist":
