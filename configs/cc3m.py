@@ -25,7 +25,7 @@ Preparing the data (once; paths relative to the repository root):
 2. Encode with the VQ-f4 autoencoder (docs/latent.md), reading the folder once:
      python tools/convert_autoencoder.py --from=vq-f4/model.ckpt --preset=vq-f4 --out=ae/vq-f4
      diffcorrupt encode --config=configs/cc3m.py --config.data.name=caption_folder --config.data.data_dir=data/cc3m \\
-       --autoencoder=ae/vq-f4 --out=latents/cc3m256-vq-f4
+       --autoencoder=ae/vq-f4 --out=latents/cc3m256-vq-f4 --flips
    The shards keep the clean captions; the swap is applied by example index when training reads them.
 3. For evaluation: the MS-COCO 2014 validation captions, one per line, and its images as an ADM ``.npz``
    (``arr_0`` uint8 256x256 centre crops) or a folder:

@@ -33,10 +33,11 @@ Both latent presets read pre-encoded shards (docs/latent.md). Prepare them once,
   python tools/convert_autoencoder.py --from=vq-f4/model.ckpt --preset=vq-f4 --out=ae/vq-f4
   python tools/convert_autoencoder.py --from=sd-vae-ft-ema/ --out=ae/kl-f8
   diffcorrupt encode --config=configs/imagenet.py:ldm4 --config.data.name=tfds:imagenet2012 \\
-    --config.data.data_dir= --autoencoder=ae/vq-f4 --out=latents/imagenet256-vq-f4
+    --config.data.data_dir= --autoencoder=ae/vq-f4 --out=latents/imagenet256-vq-f4 --flips
   diffcorrupt encode --config=configs/imagenet.py:dit_xl2 --config.data.name=tfds:imagenet2012 \\
-    --config.data.data_dir= --autoencoder=ae/kl-f8 --out=latents/imagenet256-kl-f8
-(paths relative to the repository root; ``--config.data.data_dir=DIR`` points a run elsewhere). The corruption
+    --config.data.data_dir= --autoencoder=ae/kl-f8 --out=latents/imagenet256-kl-f8 --flips
+(paths relative to the repository root; ``--config.data.data_dir=DIR`` points a run elsewhere; ``--flips`` stores
+each image's mirror too, for the random flips both papers train with). The corruption
 is applied by example index when the shards are read, so one encoding serves every eta and seed.
 
 Evaluation as the paper's numbers were made: 50K class-balanced samples, DPM-Solver 50 steps, at the

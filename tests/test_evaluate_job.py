@@ -72,6 +72,10 @@ def test_evaluate_writes_every_number_with_provenance(runs, tmp_path):
     assert written["num_samples"] == 24 and len(written["networks"]["classifier"]["weights_sha256"]) == 64
     assert written["reference"] == {"spec": "dataset", "count": 300}
     assert written["clip_note"].startswith("CLIP metrics not computed: no CLIP weights at ")  # none in this cache
+    pixels = written["networks"]["pixels"]  # copies, against the training images the run saw
+    assert pixels["training_images"] == 300 and 0 <= pixels["metrics"]["copy_ratio"] <= 1
+    assert Image.open(pathlib.Path(folder) / pixels["neighbours_file"]).size == (4 * 16, 8 * 16)
+    assert "pixels" in written["protocol"]
 
 
 def test_clip_is_measured_where_its_weights_are(runs, tmp_path):
@@ -81,7 +85,7 @@ def test_clip_is_measured_where_its_weights_are(runs, tmp_path):
     folder = _samples(runs[0], tmp_path / "s", cfg_scale="2")[0]["samples"]
     sha = save_random_vq(tmp_path / "vq")
     result = evaluate_job.evaluate(folder, reference_count=300, clip_weights=weights, vq_autoencoder=str(tmp_path / "vq"))
-    assert set(result["networks"]) == {"classifier", "clip", "vq"} and "clip_note" not in result
+    assert set(result["networks"]) == {"classifier", "clip", "vq", "pixels"} and "clip_note" not in result
     vq = result["networks"]["vq"]
     assert vq["weights_sha256"] == sha and 0 < vq["metrics"]["sample_entropy"] <= np.log(vq["metrics"]["sample_entropy_codes"])
     clip = result["networks"]["clip"]["metrics"]
@@ -154,10 +158,11 @@ def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, t
     out = tmp_path / "report"
     summary = run_batch(runs, checkpoints="all", sample_flags=SAMPLING, features=None, inception_weights=None,
                         reference=None, reference_count=200, out=out)
-    assert summary["rows"] == 2 * 2 * 2  # runs x checkpoints x scales
+    assert summary["rows"] == 2 * 2 * 2 * 2  # runs x checkpoints x scales x (classifier features, pixel copies)
     table = (out / "results.csv").read_text().splitlines()
-    assert len(table) == 1 + 8 and "eta" in table[0] and "fd" in table[0]
+    assert len(table) == 1 + 16 and "eta" in table[0] and "fd" in table[0] and "copy_ratio" in table[0]
     assert {line.split(",")[table[0].split(",").index("eta")] for line in table[1:]} == {"0.0", "0.2"}
+    assert (out / "pixels_copy_ratio_vs_cfg.png").is_file()
     assert (out / "best.md").is_file() and (out / "summary.md").is_file()
     assert (out / "classifier_vs_cfg.png").is_file() and (out / "classifier_vs_eta.png").is_file()
     for plot in ("accuracy_vs_cfg", "rmd_top1pct_vs_cfg", "sample_entropy_vs_cfg", "rmd_density"):
@@ -169,7 +174,7 @@ def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, t
     before = [p.stat().st_mtime_ns for p in metrics]
     again = run_batch(runs, checkpoints="all", sample_flags=SAMPLING, features=None, inception_weights=None,
                       reference=None, reference_count=200, out=out)
-    assert again["rows"] == 8 and [p.stat().st_mtime_ns for p in metrics] == before
+    assert again["rows"] == 16 and [p.stat().st_mtime_ns for p in metrics] == before
     with pytest.raises(UserError, match="no checkpoint of step 5"):
         run_batch(runs, checkpoints="5", sample_flags=SAMPLING, features=None, inception_weights=None,
                   reference=None, reference_count=200, out=out)

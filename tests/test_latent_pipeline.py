@@ -6,6 +6,7 @@ import json
 import pathlib
 import types
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,7 +14,8 @@ from PIL import Image
 from diffcorrupt import sample
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.data.latent_encoding import encode_dataset
-from diffcorrupt.data.preprocess import Preprocess
+from diffcorrupt.autoencoders.storage import load_autoencoder
+from diffcorrupt.data.preprocess import Preprocess, training_pixels
 from diffcorrupt.data.sources.latent_records import make_latent_source
 from diffcorrupt.data.sources.registry import make_source
 from diffcorrupt.errors import UserError
@@ -37,6 +39,21 @@ def latents(tmp_path_factory, autoencoder) -> pathlib.Path:
     summary = encode_dataset(DATA, autoencoder, out, batch_size=64, shard_size=256)
     assert summary["shards"] == 3 and summary["encoded_now"] == 600 and summary["kind"] == "moments"
     return out
+
+
+def test_flips_store_the_encoding_of_each_mirrored_image(autoencoder, latents, tmp_path):
+    out = tmp_path / "flips"
+    assert encode_dataset(DATA, autoencoder, out, batch_size=64, shard_size=256, flips=True)["flips"]
+    mirrored, plain = make_latent_source(str(out)), make_latent_source(str(latents))
+    assert mirrored.meta["flips"] and not plain.meta["flips"] and "latent_flipped" not in plain[0]
+    np.testing.assert_array_equal(mirrored[5]["latent"], plain[5]["latent"])
+    image = training_pixels(make_source(DATA)[5]["image"], DATA.image_size, DATA.channels)
+    loaded = load_autoencoder(autoencoder)
+    x = jnp.asarray(image[None, :, ::-1], jnp.float32) / 127.5 - 1.0
+    mean, logvar = loaded.module.apply(loaded.params, x, method="encode")
+    np.testing.assert_allclose(mirrored[5]["latent_flipped"], np.concatenate([mean, logvar], -1)[0], atol=1e-5)
+    # A mirrored latent is not the latent of the mirrored image: this autoencoder is no exception.
+    assert np.abs(mirrored[5]["latent_flipped"] - plain[5]["latent"][:, ::-1]).max() > 1e-2
 
 
 def test_encoding_resumed_after_an_interruption_gives_the_same_shards(autoencoder, latents, tmp_path):

@@ -370,15 +370,25 @@ def _latents(n: int) -> np.ndarray:
     return np.random.default_rng(5).standard_normal((n, 4, 4, 2)).astype(np.float32)
 
 
-def _write_class_latents(directory: pathlib.Path, n: int = 10, split_at: int = 6, **meta) -> np.ndarray:
+def _mirrored(latents: np.ndarray) -> np.ndarray:
+    """Stand-ins for the encodings of the mirrored images: anything but the mirrored latents."""
+    return 10.0 - latents
+
+
+def _write_class_latents(directory: pathlib.Path, n: int = 10, split_at: int = 6, flips: bool = True,
+                         **meta) -> np.ndarray:
     directory.mkdir(parents=True, exist_ok=True)
     latents = _latents(n)
+
+    def record(i):
+        return {"index": i, "latent": latents[i], "label": i % 3, **({"latent_flipped": _mirrored(latents[i])} if flips else {})}
+
     shards = ["latents-0.array_record", "latents-1.array_record"]
-    written = write_shard(directory / shards[0], ({"index": i, "latent": latents[i], "label": i % 3} for i in range(split_at)))
-    written += write_shard(directory / shards[1], ({"index": i, "latent": latents[i], "label": i % 3} for i in range(split_at, n)))
+    written = write_shard(directory / shards[0], (record(i) for i in range(split_at)))
+    written += write_shard(directory / shards[1], (record(i) for i in range(split_at, n)))
     assert written == n
     kwargs = dict(shards=shards, num_examples=n, latent_shape=(4, 4, 2), condition="class",
-                  num_classes=3, class_names=["a", "b", "c"])
+                  num_classes=3, class_names=["a", "b", "c"], flips=flips)
     kwargs.update(meta)
     write_meta(directory, **kwargs)
     return latents
@@ -423,9 +433,19 @@ def test_latent_records_through_the_pipeline(tmp_path):
         batch = ds[k]
         assert batch["latent"].shape == (5, 4, 4, 2)
         for j, index in enumerate(batch["index"]):
-            want = latents[int(index)][:, ::-1] if batch["flipped"][j] else latents[int(index)]
+            want = _mirrored(latents[int(index)]) if batch["flipped"][j] else latents[int(index)]
             np.testing.assert_array_equal(batch["latent"][j], want)
         assert np.array_equal(batch["clean_label"], batch["index"] % 3)
+        assert "latent_flipped" not in batch
+
+
+def test_latents_without_mirrored_encodings_refuse_random_flip(tmp_path):
+    _write_class_latents(tmp_path / "lat", flips=False)
+    config = pipeline_config("latent_records", str(tmp_path / "lat"), batch_size=5)
+    with pytest.raises(ConfigError, match="encode --flips"):
+        make_dataset(config)
+    config.data.random_flip = False
+    assert make_dataset(config)[0]["latent"].shape == (5, 4, 4, 2)
 
 
 def test_latent_records_without_meta(tmp_path):

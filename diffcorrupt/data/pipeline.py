@@ -101,6 +101,10 @@ def make_dataset(
     ds = ds.batch(global_batch, drop_remainder=True)[first_batch:]
     ds = ds.map(_ProcessBlock(process_index, process_count))
     meta = getattr(source.source, "meta", None) or {}
+    if data.random_flip and meta and not meta.get("flips"):
+        raise ConfigError(f"config key 'data.random_flip' is on, but the latents in '{data.data_dir}' hold no encodings "
+                          "of the mirrored images (a mirrored latent is not one); encode again with "
+                          "`diffcorrupt encode --flips`, or set data.random_flip=False")
     preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed,
                             latent_kind=meta.get("kind", "latent"), scale_factor=meta.get("scale_factor", 1.0))
     return ds.map(_LoadBatch(source, preprocess))

@@ -83,9 +83,11 @@ class Preprocess:
     def __call__(self, element: Element, epoch: int) -> Element:
         element = dict(element)
         flip = self.flips(element["index"], epoch)
-        if "latent" in element:  # pre-encoded: already at size; a flip mirrors the latent's width
-            latent = self.posterior_sample(np.asarray(element["latent"], np.float32), element["index"], epoch)
-            element["latent"] = (latent[:, ::-1] if flip else latent) * np.float32(self.scale_factor)
+        if "latent" in element:  # pre-encoded, at size; a flip reads the mirrored image's encoding
+            mirrored = element.pop("latent_flipped", None)  # present wherever random_flip is on (pipeline.py)
+            latent = self.posterior_sample(np.asarray(mirrored if flip else element["latent"], np.float32),
+                                           element["index"], epoch)
+            element["latent"] = latent * np.float32(self.scale_factor)
         else:
             image = training_pixels(element["image"], self.image_size, self.channels)
             if flip:

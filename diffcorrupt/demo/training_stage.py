@@ -40,7 +40,8 @@ def training_stage(out: pathlib.Path, scale: Scale, lines: list[str]) -> dict[st
         curves[name] = ([r["step"] for r in records], [r["loss"] for r in records])
         summaries[name]["final_loss"] = curves[name][1][-1]
     model = config.model.name
-    save_curves(out / "training_loss.png", curves, "training loss (eps MSE)",
+    weighting = f", min-SNR-{config.diffusion.min_snr_gamma:g} weighted" if config.diffusion.min_snr_gamma else ""
+    save_curves(out / "training_loss.png", curves, f"training loss ({config.diffusion.prediction} MSE{weighting})",
                 f"{model} on Fashion-MNIST latents, {scale.train_steps} steps")
     lines += ["## 3. Training", "",
               f"{model} on the 8x8x4 latents, batch {config.train.batch_size}, {scale.train_steps} steps each: "

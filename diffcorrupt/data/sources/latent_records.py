@@ -102,13 +102,21 @@ class LatentClassSource(_LatentReader, ClassSource):
 
     def __getitem__(self, index: int) -> Element:
         record = self._record(index)
-        return {"latent": np.asarray(record["latent"]), "label": int(record["label"])}
+        return {**_latents(record), "label": int(record["label"])}
 
 
 class LatentTextSource(_LatentReader, TextSource):
     def __getitem__(self, index: int) -> Element:
         record = self._record(index)
-        return {"latent": np.asarray(record["latent"]), "caption": str(record["caption"])}
+        return {**_latents(record), "caption": str(record["caption"])}
+
+
+def _latents(record: dict[str, Any]) -> Element:
+    """The latent, and the mirrored image's where the encoding stored it."""
+    latents = {"latent": np.asarray(record["latent"])}
+    if "latent_flipped" in record:
+        latents["latent_flipped"] = np.asarray(record["latent_flipped"])
+    return latents
 
 
 def make_latent_source(data_dir: str) -> LatentClassSource | LatentTextSource:
