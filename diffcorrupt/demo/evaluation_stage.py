@@ -39,7 +39,8 @@ def evaluation_stage(out: pathlib.Path, scale: Scale, lines: list[str]) -> dict:
               "for, TopP&R F1 the harmonic mean of precision and recall on supports cut to their significant part, "
               "top-1% RMD how far the most atypical samples sit from their class (relative Mahalanobis distance), "
               "and sample entropy how evenly the samples spread over a codebook of the data's features (the "
-              "data's own is `sample_entropy_real`). Every number with its provenance is in `runs/<name>/eval/`; "
+              "data's own is `sample_entropy_real`); copies is the share of samples that reproduce one training "
+              "image (in pixels, nearer to it than a third of the way to the next). Every number with its provenance is in `runs/<name>/eval/`; "
               "all rows in `report/results.csv`.", "",
               "Each run at its best guidance scale:", "", best, "", "Every scale:", "", table, ""]
     lines += [f"![{pathlib.Path(p).stem}](report/{pathlib.Path(p).name})" for p in summary["plots"]]

@@ -14,7 +14,7 @@ from absl import logging
 from diffcorrupt.autoencoders.storage import CONFIG_FILE
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.data.latent_encoding import encode_dataset
-from diffcorrupt.demo.settings import AUTOENCODER, AUTOENCODER_BATCH, FMNIST, REPO, Scale
+from diffcorrupt.demo.settings import AUTOENCODER, AUTOENCODER_BATCH, AUTOENCODER_LR, FMNIST, REPO, Scale
 from diffcorrupt.training.autoencoder_training import train_autoencoder
 
 
@@ -25,7 +25,7 @@ def latent_stage(out: pathlib.Path, scale: Scale, lines: list[str]) -> dict:
     if not (autoencoder / CONFIG_FILE).is_file():
         logging.info("demo: training the %s autoencoder for %d steps", AUTOENCODER, scale.autoencoder_steps)
         train_autoencoder(data, AUTOENCODER, autoencoder, steps=scale.autoencoder_steps,
-                          batch_size=AUTOENCODER_BATCH)
+                          batch_size=AUTOENCODER_BATCH, lr=AUTOENCODER_LR)
     meta = json.loads((autoencoder / CONFIG_FILE).read_text())["meta"]
     logging.info("demo: encoding Fashion-MNIST into latents")
     encoded = encode_dataset(data, autoencoder, out / "latents")
