@@ -47,10 +47,10 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
             metrics = json.loads((samples / "metrics.json").read_text())
             assert metrics["num_samples"] == QUICK.num_samples
             # Decoded images scored against the pixel dataset the latents came from, by its classifier.
-            assert metrics["reference"]["spec"] == "dataset" and set(metrics["networks"]) == {"classifier"}
+            assert metrics["reference"]["spec"] == "dataset" and set(metrics["networks"]) == {"classifier", "pixels"}
             assert 0.0 <= metrics["networks"]["classifier"]["metrics"]["accuracy"] <= 1.0
     rows = (tmp_path / "report" / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(RUNS) * len(QUICK.cfg_scales.split(","))
+    assert len(rows) == 1 + 2 * len(RUNS) * len(QUICK.cfg_scales.split(","))  # classifier and pixel rows
     assert "Each run at its best guidance scale" in report and "| symmetric | 5% |" in report
 
     again = _demo(tmp_path)

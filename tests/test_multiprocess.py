@@ -213,8 +213,8 @@ def test_the_report_of_a_two_process_run(two_processes, tmp_path, monkeypatch):
                 "batch_size": 8, "captions": None}
     summary = run_batch([two_processes], checkpoints="latest", sample_flags=sampling, features=None,
                         inception_weights=None, reference=None, reference_count=64, out=tmp_path / "report")
-    assert summary["rows"] == 1
-    row = next(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+    assert summary["rows"] == 2  # classifier features and pixel copies
+    row = next(r for r in csv.DictReader(open(tmp_path / "report" / "results.csv")) if r["network"] == "classifier")
     assert (row["run"], row["step"], row["eta"]) == ("run", "20", "0.1") and np.isfinite(float(row["fd"]))
 
 
