@@ -214,7 +214,7 @@ MEMORIZATION = Grid(
     "fmnist_memorization", "configs/fmnist.py:memorize",
     (subsets(MEMORIZATION_SIZES), etas(MEMORIZATION_ETAS) + (cep("uniform"), cep("gaussian"))),
     seeds=SMALL_SEEDS, report=MEMORIZATION_REPORT,
-    doc="The memorization regime, measured in docs/reproduction.md: pixel DiT-T/4 at 16x16 on N = 500, 2,000, 10,000 "
+    doc="The memorization regime (docs/reproduction.md): pixel DiT-T/4 at 16x16, 20,000 steps, on N = 500, 2,000, 10,000 "
         "class-balanced images (the last needs the 60k training split installed), clean, eta 2.5, 5, 10% and clean "
         "with CEP-U and CEP-G, 3 seeds, every checkpoint scored against the held-out "
         f"{HELD_OUT.partition(':')[2]} (FD, precision/recall, accuracy) and against its own training set "
