@@ -141,6 +141,17 @@ def test_ratio_zero_is_accepted_and_hash_tracks_values():
     assert config_hash(config) != config_hash(load("fmnist.py", "data.corruption.ratio=0.1"))
 
 
+def test_hash_outlives_schema_keys_added_at_their_default():
+    """A config saved before a key joined the schema reads back with that key at its default; the
+    samples made from it before and after must keep one hash, and a changed value must still count."""
+    config = load("fmnist.py:latent")
+    older = ml_collections.ConfigDict(config.to_dict())
+    del older.diffusion["input_perturbation"]  # a key at its default, as if the schema lacked it
+    assert config_hash(older) == config_hash(config)
+    config.diffusion.input_perturbation = 0.1
+    assert config_hash(older) != config_hash(config)
+
+
 # ---------------------------------------------------------------- unknown keys and types
 
 

@@ -135,6 +135,19 @@ def select_preset(
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
-    """A short stable hash of every value, recorded beside results so they can be traced back."""
-    blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    """A short stable hash of the values that differ from the schema's defaults, recorded beside
+    results so that they can be traced back. Keys at their default are left out because a key added
+    to the schema reproduces the old behaviour at its default: runs, samples and their folders made
+    before it keep their hash."""
+    from diffcorrupt.config.schema import base_config
+
+    defaults, values = json_leaves(base_config()), json_leaves(config)
+    changed = {key: value for key, value in values.items() if key not in defaults or defaults[key] != value}
+    blob = json.dumps(changed, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def json_leaves(config: ml_collections.ConfigDict) -> dict[str, object]:
+    """Dotted key -> value as JSON would give it back (tuples as lists), so that a config read back
+    from a checkpoint compares equal to the one that wrote it."""
+    return flat_keys(ml_collections.ConfigDict(json.loads(json.dumps(config.to_dict(), default=str))))

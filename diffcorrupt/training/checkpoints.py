@@ -22,7 +22,6 @@ can save those steps again.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -37,7 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from diffcorrupt.config.loading import flat_keys
+from diffcorrupt.config.loading import flat_keys, json_leaves
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import ConfigError, UserError
 
@@ -231,10 +230,8 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, *, allow: b
     schema since) counts as its default, so runs outlive new options that leave them unchanged."""
     if allow:
         return
-    defaults = flat_keys(ml_collections.ConfigDict(json.loads(json.dumps(base_config().to_dict()))))
-    old = {**defaults, **flat_keys(ml_collections.ConfigDict(saved))}
-    # A JSON round trip makes tuples lists and so on, the way the saved side was written.
-    new = flat_keys(ml_collections.ConfigDict(json.loads(json.dumps(config.to_dict()))))
+    old = {**json_leaves(base_config()), **flat_keys(ml_collections.ConfigDict(saved))}
+    new = json_leaves(config)
     missing = "<absent>"
     for key in sorted(set(old) | set(new)):
         group = key.split(".", 1)[0]
