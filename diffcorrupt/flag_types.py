@@ -27,6 +27,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """Counts as a comma-separated list (``--steps=1,2,4,8``), each 1 or more."""
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def non_negative_int(text: str) -> int:
     """A seed, a step or an epoch: 0 or more."""
     value = _integer(text)

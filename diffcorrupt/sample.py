@@ -1,6 +1,6 @@
 """``diffcorrupt sample``: images from a trained run's EMA weights, sharded over every device.
 
-  diffcorrupt sample --workdir=DIR [--step=N] [--num_samples=N] [--sampler=ddpm|ddim|dpm] [--steps=N]
+  diffcorrupt sample --workdir=DIR [--step=N] [--num_samples=N] [--sampler=ddpm|ddim|dpm|lcm] [--steps=N]
                      [--cfg_scale=S[,S2,...]] [--eta=E] [--seed=S] [--batch_size=B] [--captions=FILE]
                      [--out=DIR] [--mesh=DATA,FSDP,TENSOR] [--autoencoder=DIR]
 
@@ -138,6 +138,13 @@ def _check_settings(settings: SampleSettings, restored: RestoredModel, captions:
         raise UserError(f"--steps={settings.steps}: the run was trained with {num_steps} diffusion steps; use 1 to {num_steps}")
     if settings.eta and (settings.sampler != "ddim" or not 0 < settings.eta <= 1):
         raise UserError(f"--eta={settings.eta:g} is DDIM's and lies in [0, 1]; use --sampler=ddim or drop --eta")
+    grid = restored.config.distill.ddim_timesteps
+    if settings.sampler == "lcm" and not restored.config.distill.teacher:
+        raise UserError("--sampler=lcm is the sampler of a consistency-distilled run, and this run was not distilled "
+                        "(it has no distill.teacher); use ddpm, ddim or dpm, or distil it first (docs/lcm.md)")
+    if settings.sampler == "lcm" and settings.steps > grid:
+        raise UserError(f"--steps={settings.steps}: the lcm sampler picks its steps from the {grid} timesteps the run "
+                        f"was distilled on; use 1 to {grid} (1, 2, 4 or 8 as LCM)")
 
 
 def _given(flag, default):

@@ -446,6 +446,18 @@ def test_unknown_preset():
     assert_one_sentence(err, "huge")
 
 
+def test_the_sd15_lcm_preset_is_refused_until_its_text_encoder_exists():
+    with pytest.raises(ConfigError) as err:
+        load("cc3m.py:lcm_sd15")
+    assert_one_sentence(err, "CLIP ViT-L/14", "configs/fmnist.py:lcm")
+
+
+def test_the_lcm_preset_validates_as_a_distillation():
+    config = load("fmnist.py:lcm")
+    validate(config, check_data=False)
+    assert (config.distill.teacher, config.sample.sampler, config.model.guidance_dim) == ("runs/fmnist-latent", "lcm", 256)
+
+
 def test_missing_config_file(tmp_path):
     missing = str(tmp_path / "nope.py")
     with pytest.raises(ConfigError) as err:

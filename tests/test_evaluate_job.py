@@ -24,7 +24,7 @@ from clip_files import tiny_clip_npz
 TINY = ["model.name=DiT-T/8", "data.image_size=16", "train.batch_size=16", "train.num_steps=2",
         "checkpoint.every_steps=1", "checkpoint.keep=2", "train.ema_decay=0.5"]
 DATA = load_config("configs/fmnist.py:tiny", ["data.image_size=16"]).data
-SAMPLING = {"cfg_scale": "1,2", "num_samples": 24, "sampler": "ddim", "steps": 3, "eta": None, "seed": 0,
+SAMPLING = {"cfg_scale": "1,2", "num_samples": 24, "sampler": "ddim", "steps": (3,), "eta": None, "seed": 0,
             "batch_size": 8, "captions": None}
 
 

@@ -209,7 +209,7 @@ def test_the_report_of_a_two_process_run(two_processes, tmp_path, monkeypatch):
     """``report`` in this process on what two processes trained (the launch above runs it on two)."""
     monkeypatch.setenv("DIFFCORRUPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(classifier_training, "DEFAULT_STEPS", {"fashion_mnist": 30})  # real metrics, just poor
-    sampling = {"cfg_scale": "2", "num_samples": 16, "sampler": "ddim", "steps": 3, "eta": None, "seed": 0,
+    sampling = {"cfg_scale": "2", "num_samples": 16, "sampler": "ddim", "steps": (3,), "eta": None, "seed": 0,
                 "batch_size": 8, "captions": None}
     summary = run_batch([two_processes], checkpoints="latest", sample_flags=sampling, features=None,
                         inception_weights=None, reference=None, reference_count=64, out=tmp_path / "report")

@@ -68,6 +68,17 @@ def test_names_are_filesystem_safe_and_clashes_are_refused():
     one_sentence(err, "clash", "the name groupsa-b_seed0")
 
 
+def test_each_distilled_run_names_the_teacher_of_its_own_seed():
+    students = expand(grids.GRIDS["fmnist_lcm"], pathlib.Path("runs/fmnist_lcm"))
+    teachers = {run.name: run for run in expand(grids.GRIDS["fmnist_latent"], pathlib.Path("runs/fmnist_latent"))}
+    assert len(students) == len(teachers) == 6
+    for student in students:
+        config = student.load()
+        teacher = teachers[pathlib.Path(config.distill.teacher).name]
+        assert pathlib.Path(config.distill.teacher) == teacher.workdir
+        assert (config.seed, config.data.corruption.ratio) == (teacher.load().seed, teacher.load().data.corruption.ratio)
+
+
 def test_every_grid_name_is_unique_within_its_grid():
     for grid in grids.GRIDS.values():
         names = [run.name for run in expand(grid, pathlib.Path("r"))]

@@ -33,11 +33,11 @@ def run_config(config: ml_collections.ConfigDict, input_shape: tuple[int, int, i
              for k, s in run.batch_spec.items()}
     state, compiled, compile_s, flops = run.state, run.step, run.compile_s, run.step_flops
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-        state, metrics = compiled(state, batch)  # warm-up
+        state, metrics = compiled(state, batch, *run.step_args)  # warm-up
         jax.block_until_ready(metrics)
         start = time.perf_counter()
         for _ in range(steps):
-            state, metrics = compiled(state, batch)
+            state, metrics = compiled(state, batch, *run.step_args)
             jax.block_until_ready(metrics)
         step_s = (time.perf_counter() - start) / steps
     devices, batch_size = jax.device_count(), config.train.batch_size

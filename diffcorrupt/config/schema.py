@@ -22,7 +22,8 @@ CHOICES = {
     "diffusion.schedule": ("linear", "ldm_linear", "ldm_txt_linear", "cosine"),
     "diffusion.prediction": ("eps", "v"),
     "diffusion.loss": ("mse", "hybrid"),
-    "sample.sampler": ("ddpm", "ddim", "dpm"),
+    "sample.sampler": ("ddpm", "ddim", "dpm", "lcm"),
+    "distill.loss": ("huber", "l2"),
     "train.lr_schedule": ("constant", "cosine"),
 }
 
@@ -86,6 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     # The paper's baselines (Table 6): dropout and label smoothing on the condition embedding.
     config.model.condition_dropout = 0.0
     config.model.label_smoothing = 0.0
+    # Features of the guidance-scale embedding a consistency-distilled student takes (LCM: 256); 0 = none.
+    config.model.guidance_dim = 0
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.schedule = "linear"  # linear (DiT) | ldm_linear (LDM) | ldm_txt_linear (text LDM, SD) | cosine
@@ -95,8 +98,22 @@ def base_config() -> ml_collections.ConfigDict:
     config.diffusion.input_perturbation = 0.0  # Ning et al. 2023 baseline; 0.1 in their paper
     config.diffusion.min_snr_gamma = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023: 5); 0 = off
 
+    # Latent consistency distillation (LCM, Luo et al. 2023; docs/lcm.md). A teacher turns training
+    # into distillation: this run's model starts from the teacher's EMA weights and learns to jump
+    # along the teacher's guided DDIM trajectories, on this config's (corrupted) data.
+    config.distill = ml_collections.ConfigDict()
+    config.distill.teacher = ""  # the teacher run's workdir; '' = ordinary diffusion training
+    config.distill.teacher_step = 0  # its checkpoint; 0 = the newest
+    config.distill.ddim_timesteps = 50  # N: the skipping-step solver's grid of N timesteps, T/N apart
+    # Guidance scales s drawn uniformly per example (our convention, uncond + s (cond - uncond));
+    # LCM's w in [2, 14] with s = 1 + w.
+    config.distill.cfg_min = 3.0
+    config.distill.cfg_max = 15.0
+    config.distill.loss = "huber"  # huber (pseudo-Huber, sqrt(d^2 + c^2) - c) | l2
+    config.distill.huber_c = 0.001  # diffusers' LCM script
+
     config.sample = ml_collections.ConfigDict()
-    config.sample.sampler = "dpm"  # ddpm | ddim | dpm (DPM-Solver++(2M))
+    config.sample.sampler = "dpm"  # ddpm | ddim | dpm (DPM-Solver++(2M)) | lcm (a distilled run's multistep sampler)
     config.sample.steps = 50
     config.sample.eta = 0.0  # DDIM only
     config.sample.cfg_scale = 1.5

@@ -110,8 +110,27 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         )
     if not 0 <= config.train.ema_decay < 1 or not 0 <= config.train.b1 < 1 or not 0 <= config.train.b2 < 1:
         raise ConfigError("config keys 'train.ema_decay', 'train.b1' and 'train.b2' are decay rates; use values in [0, 1)")
+    _check_distill(config)
     if not 0 < config.sample.steps <= config.diffusion.num_steps:
         raise ConfigError(f"config key 'sample.steps' is {config.sample.steps}; use 1 to diffusion.num_steps ({config.diffusion.num_steps})")
+
+
+def _check_distill(config: ml_collections.ConfigDict) -> None:
+    distill = config.distill
+    if not 0 < distill.ddim_timesteps <= config.diffusion.num_steps:
+        raise ConfigError(f"config key 'distill.ddim_timesteps' is {distill.ddim_timesteps}; use 1 to "
+                          f"diffusion.num_steps ({config.diffusion.num_steps}), e.g. LCM's 50")
+    if not 1.0 <= distill.cfg_min <= distill.cfg_max:
+        raise ConfigError(f"config keys 'distill.cfg_min' and 'distill.cfg_max' are {distill.cfg_min} and "
+                          f"{distill.cfg_max}; give guidance scales with 1 <= cfg_min <= cfg_max")
+    if distill.huber_c <= 0:
+        raise ConfigError(f"config key 'distill.huber_c' is {distill.huber_c}; it must be positive")
+    if distill.teacher and not config.model.guidance_dim and distill.cfg_min != distill.cfg_max:
+        raise ConfigError("config key 'model.guidance_dim' is 0, so the student cannot be told its guidance scale; "
+                          "set it (LCM: 256) or distil at one scale with distill.cfg_min = distill.cfg_max")
+    if config.sample.sampler == "lcm" and config.sample.steps > distill.ddim_timesteps:
+        raise ConfigError(f"config key 'sample.steps' is {config.sample.steps}, more than the "
+                          f"{distill.ddim_timesteps} timesteps the lcm sampler picks from (distill.ddim_timesteps)")
 
 
 def _check_text_and_unet(config: ml_collections.ConfigDict) -> None:

@@ -25,7 +25,7 @@ def evaluation_stage(out: pathlib.Path, scale: Scale, lines: list[str]) -> dict:
     logging.info("demo: sampling and scoring %d runs at guidance %s, %d samples each", len(RUNS), scale.cfg_scales,
                  scale.num_samples)
     sample_flags = {"cfg_scale": scale.cfg_scales, "num_samples": scale.num_samples, "sampler": SAMPLER,
-                    "steps": scale.sampler_steps, "eta": None, "seed": 0, "batch_size": scale.sample_batch,
+                    "steps": (scale.sampler_steps,), "eta": None, "seed": 0, "batch_size": scale.sample_batch,
                     "captions": None}
     summary = run_batch([out / "runs" / name for name in RUNS], checkpoints="latest", sample_flags=sample_flags,
                         features=FEATURES, inception_weights=None, reference=None, reference_count=None,

@@ -9,6 +9,10 @@ S = ``steps``, the model is evaluated at these training timesteps:
         how ADM and DiT sample. Variance: fixed small (the posterior variance) or learned range.
   ddim  DDIM's "uniform" (leading) spacing: floor(i T/S) for i < S, which is range(0, T, T/S) when
         S divides T; the last step goes to alpha_bar = 1, i.e. returns the x_0 prediction at t = 0.
+  lcm   a consistency-distilled run's multistep sampler (diffusion/consistency.py): at each of S
+        timesteps of the distillation grid (``origin_steps`` = N timesteps) the consistency
+        function's x_0 estimate, re-noised with fresh noise to the next timestep; after the last,
+        the estimate itself. Guidance is the student's input, not a doubled batch.
   dpm   DPM-Solver's "time_uniform" grid for discrete-time models, round(linspace(T-1, 0, S+1)):
         S multistep updates in log-SNR lambda = log(alpha/sigma) with data (x_0) prediction, the
         first of first order, the rest of second order (2M) except the last, which is first order
@@ -20,7 +24,7 @@ S = ``steps``, the model is evaluated at these training timesteps:
 
 x_0 predictions are never clipped (latent models have no [-1, 1] range). Samples are independent:
 example b's result is a function of its initial noise ``noise[b]`` and, where noise is added
-(DDPM, DDIM with eta > 0), its own key ``rng[b]`` with the step index folded in, whatever batch it
+(DDPM, DDIM with eta > 0, LCM), its own key ``rng[b]`` with the step index folded in, whatever batch it
 is drawn in.
 """
 
@@ -32,10 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcorrupt.diffusion.consistency import consistency_output, sampling_timesteps
 from diffcorrupt.diffusion.losses import check_prediction, eps_and_x0, learned_log_variance, split_output
 from diffcorrupt.diffusion.schedules import Schedule, respace
 
-SAMPLERS = ("ddpm", "ddim", "dpm")
+SAMPLERS = ("ddpm", "ddim", "dpm", "lcm")
+NOISY_SAMPLERS = ("ddpm", "lcm")  # and ddim with eta > 0: they need one key per sample
 
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
 GuidableFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -62,14 +68,14 @@ def leading_timesteps(num_steps: int, steps: int) -> np.ndarray:
 
 def sample(denoise_fn: DenoiseFn, noise: jax.Array, schedule: Schedule, *, sampler: str, steps: int,
            eta: float = 0.0, prediction: str = "eps", learned_sigma: bool = False,
-           rng: jax.Array | None = None) -> jax.Array:
+           rng: jax.Array | None = None, origin_steps: int = 50) -> jax.Array:
     """Runs ``sampler`` from x_T = ``noise`` (B, ..., C) and returns the float32 samples x_0.
 
     ``denoise_fn(x, t)`` gets a float32 batch and (B,) int32 training timesteps and returns the
-    model output as in training (C channels, 2C with ``learned_sigma``). ``rng``, needed by ddpm
-    and by ddim with ``eta`` > 0, is a (B,) array of typed keys (``jax.random.key``), one per
+    model output as in training (C channels, 2C with ``learned_sigma``). ``rng``, needed by ddpm,
+    lcm and ddim with ``eta`` > 0, is a (B,) array of typed keys (``jax.random.key``), one per
     sample. ``eta`` (in [0, 1]) is DDIM's. ``steps``, ``sampler``, ``eta`` and ``prediction`` are
-    static.
+    static, and so is ``origin_steps``, the lcm grid's N (the run's ``distill.ddim_timesteps``).
     """
     check_prediction(prediction)
     if sampler not in SAMPLERS:
@@ -77,9 +83,11 @@ def sample(denoise_fn: DenoiseFn, noise: jax.Array, schedule: Schedule, *, sampl
     if not 0.0 <= eta <= 1.0 or (eta and sampler != "ddim"):
         raise ValueError(f"eta must lie in [0, 1] and is DDIM's alone; got eta={eta} for {sampler}")
     x = jnp.asarray(noise, jnp.float32)
-    if sampler == "ddpm" or eta:
+    if sampler in NOISY_SAMPLERS or eta:
         _check_keys(rng, x.shape[0], sampler)
     model = _ModelReader(denoise_fn, prediction, learned_sigma)
+    if sampler == "lcm":
+        return _lcm(model, x, schedule, steps, origin_steps, rng)
     if sampler == "ddpm":
         return _ddpm(model, x, schedule, steps, rng)
     if sampler == "ddim":
@@ -87,7 +95,7 @@ def sample(denoise_fn: DenoiseFn, noise: jax.Array, schedule: Schedule, *, sampl
     return _dpm_solver_2m(model, x, schedule, steps)
 
 
-def guided(model_fn: GuidableFn, scale: float, channels: int) -> DenoiseFn:
+def guided(model_fn: GuidableFn, scale: float | jax.Array, channels: int) -> DenoiseFn:
     """Classifier-free guidance: a ``denoise_fn`` from a model that can drop its condition.
 
     ``model_fn(x, t, null_mask)`` is evaluated once on the doubled batch [x; x] with ``null_mask``
@@ -96,14 +104,16 @@ def guided(model_fn: GuidableFn, scale: float, channels: int) -> DenoiseFn:
     concatenate([cond, cond]). All ``channels`` prediction channels are guided,
     cond + (scale - 1)(cond - uncond) = uncond + scale (cond - uncond), which is exactly the
     conditional output at scale 1 (DiT's sample code guides only 3 of its 4 latent channels). Any
-    further channels (a learned variance) are the conditional half's.
+    further channels (a learned variance) are the conditional half's. ``scale`` is one number or
+    one per example (the teacher of a consistency distillation guides each at its own scale).
     """
 
     def denoise_fn(x: jax.Array, t: jax.Array) -> jax.Array:
         batch = x.shape[0]
         output = model_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.arange(2 * batch) >= batch)
         cond, uncond = output[:batch, ..., :channels], output[batch:, ..., :channels]
-        return jnp.concatenate([cond + (scale - 1.0) * (cond - uncond), output[:batch, ..., channels:]], axis=-1)
+        weight = jnp.reshape(jnp.asarray(scale, jnp.float32) - 1.0, (-1,) + (1,) * (x.ndim - 1))
+        return jnp.concatenate([cond + weight * (cond - uncond), output[:batch, ..., channels:]], axis=-1)
 
     return denoise_fn
 
@@ -205,6 +215,29 @@ def _dpm_solver_2m(model: _ModelReader, x: jax.Array, schedule: Schedule, steps:
 
     x, _ = jax.lax.scan(step, (x, jnp.zeros_like(x)), coefficients)[0]
     return model(x, timesteps[-1], _f32(alpha[-1]), _f32(sigma[-1]))[1]
+
+
+def _lcm(model: _ModelReader, x: jax.Array, schedule: Schedule, steps: int, origin_steps: int,
+         rng: jax.Array) -> jax.Array:
+    timesteps = sampling_timesteps(schedule.num_steps, origin_steps, steps)
+    ab = schedule.alphas_cumprod_f64[timesteps]
+    ab_next = np.append(schedule.alphas_cumprod_f64[timesteps[1:]], 1.0)  # the last step adds no noise
+    coefficients = {
+        "index": jnp.arange(steps),
+        "t": jnp.asarray(timesteps, jnp.int32),
+        "sqrt_ab": _f32(np.sqrt(ab)),
+        "sqrt_one_minus_ab": _f32(np.sqrt(1.0 - ab)),
+        "sqrt_ab_next": _f32(np.sqrt(ab_next)),
+        "sqrt_one_minus_ab_next": _f32(np.sqrt(1.0 - ab_next)),
+    }
+
+    def step(x: jax.Array, c: dict[str, jax.Array]) -> tuple[jax.Array, None]:
+        _, x0, _ = model(x, c["t"], c["sqrt_ab"], c["sqrt_one_minus_ab"])
+        denoised = consistency_output(x, x0, c["t"])
+        noise = _per_example_normal(rng, c["index"], x.shape)
+        return c["sqrt_ab_next"] * denoised + c["sqrt_one_minus_ab_next"] * noise, None
+
+    return jax.lax.scan(step, x, coefficients)[0]
 
 
 def _check_keys(rng: jax.Array | None, batch: int, sampler: str) -> None:

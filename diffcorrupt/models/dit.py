@@ -80,9 +80,10 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """``__call__(x NHWC, t (B,), cond, null_mask (B,), train)``: labels (B,) when ``num_classes``
-    > 0, else caption tokens (B, L) of the ``tokenizer`` encoded by the text encoder preset (or
-    JSON spec) ``text_encoder``."""
+    """``__call__(x NHWC, t (B,), cond, null_mask (B,), train, guidance)``: labels (B,) when
+    ``num_classes`` > 0, else caption tokens (B, L) of the ``tokenizer`` encoded by the text encoder
+    preset (or JSON spec) ``text_encoder``; ``guidance`` (B,) guidance scales when ``guidance_dim``
+    > 0 (a distilled student, see TimestepEmbedder)."""
 
     input_size: int
     in_channels: int
@@ -97,6 +98,7 @@ class DiT(nn.Module):
     text_max_length: int = 77
     tokenizer: str = "bytes"  # a model.tokenizer config value
     noise: ConditionNoise = ConditionNoise()
+    guidance_dim: int = 0
     dtype: Dtype = jnp.float32
 
     @property
@@ -108,7 +110,8 @@ class DiT(nn.Module):
         return (self.input_size // self.patch) ** 2
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array, train: bool = False,
+                 guidance: jax.Array | None = None) -> jax.Array:
         batch, size, _, _ = x.shape
         grid = size // self.patch
         patch_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")  # xavier on the flattened kernel
@@ -118,7 +121,7 @@ class DiT(nn.Module):
                     bias_init=nn.with_logical_partitioning(ZEROS, ("embed",)))(x.astype(self.dtype))
         x = x.reshape(batch, grid * grid, self.hidden) + jnp.asarray(sincos_2d(self.hidden, grid), self.dtype)
         x = constrain_batch(x)
-        c = TimestepEmbedder(self.hidden, dtype=self.dtype, name="t_embedder")(t)
+        c = TimestepEmbedder(self.hidden, guidance_dim=self.guidance_dim, dtype=self.dtype, name="t_embedder")(t, guidance)
         context = context_mask = None
         if self.num_classes:
             c = c + ClassEmbedder(self.num_classes, self.hidden, self.noise, self.dtype, name="y_embedder")(cond, null_mask, train)

@@ -160,16 +160,29 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
 
 
 class TimestepEmbedder(nn.Module):
-    """Sinusoidal features -> MLP (Linear, SiLU, Linear)."""
+    """Sinusoidal features -> MLP (Linear, SiLU, Linear).
+
+    With ``guidance_dim`` > 0 (a consistency-distilled student, LCM) the guidance scale s enters too:
+    sinusoidal features of (s - 1) * 1000, LCM's w-embedding with w = s - 1, go through a linear map
+    without bias, ``cond_proj``, and are added to the timestep features before the MLP, as in
+    diffusers' ``TimestepEmbedding``. The map starts at zero, so a student made from a teacher's
+    weights starts as exactly that teacher, whatever s.
+    """
 
     features: int
     frequency_dim: int = 256
+    guidance_dim: int = 0
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, t: jax.Array) -> jax.Array:
+    def __call__(self, t: jax.Array, guidance: jax.Array | None = None) -> jax.Array:
         init = nn.initializers.normal(0.02)
         h = timestep_embedding(t, self.frequency_dim)
+        if self.guidance_dim:
+            scale = jnp.ones(t.shape, jnp.float32) if guidance is None else jnp.asarray(guidance, jnp.float32)
+            w = timestep_embedding((scale - 1.0) * 1000.0, self.guidance_dim)
+            h = h + dense(self.frequency_dim, (None, None), name="cond_proj", dtype=self.dtype, use_bias=False,
+                          kernel_init=nn.initializers.zeros)(w)
         h = dense(self.features, (None, "embed"), name="fc1", dtype=self.dtype, kernel_init=init)(h)
         return dense(self.features, ("embed", None), name="fc2", dtype=self.dtype, kernel_init=init)(nn.silu(h))
 

@@ -39,9 +39,10 @@ def model_names() -> list[str]:
 
 def make_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int, learned_sigma: bool = False,
                noise: ConditionNoise = ConditionNoise(), dtype: str = "float32", text_max_length: int = 77,
-               tokenizer: str = "bytes", text_encoder: str = "", unet: str = "") -> nn.Module:
+               tokenizer: str = "bytes", text_encoder: str = "", unet: str = "", guidance_dim: int = 0) -> nn.Module:
     """The named model for inputs of ``input_shape`` (H, W, C); ``num_classes=0`` means captions.
-    ``tokenizer``, ``text_encoder`` and ``unet`` are the ``model.*`` config values of those names."""
+    ``tokenizer``, ``text_encoder``, ``unet`` and ``guidance_dim`` are the ``model.*`` config values
+    of those names."""
     height, width, channels = input_shape
     if height != width:
         raise ConfigError(f"inputs of {height}x{width} are not square; the models take square images or latents")
@@ -57,7 +58,8 @@ def make_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int
                 input_size=height, in_channels=channels, patch=int(patch), hidden=hidden, depth=depth, num_heads=heads,
                 learned_sigma=learned_sigma, num_classes=num_classes,
                 text_encoder=text_encoder or ("small" if size in ("T", "S") else "bert-base"),
-                text_max_length=text_max_length, tokenizer=tokenizer, noise=noise, dtype=DTYPES[dtype],
+                text_max_length=text_max_length, tokenizer=tokenizer, noise=noise, guidance_dim=guidance_dim,
+                dtype=DTYPES[dtype],
             )
     if name.startswith("LDM-"):
         from diffcorrupt.models.unet import UNET_PRESETS, UNet, unet_overrides
@@ -66,7 +68,7 @@ def make_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int
         if preset:
             preset.update(unet_overrides(unet))
             preset.update(in_channels=channels, out_channels=2 * channels if learned_sigma else channels,
-                          num_classes=num_classes, noise=noise, dtype=DTYPES[dtype])
+                          num_classes=num_classes, noise=noise, guidance_dim=guidance_dim, dtype=DTYPES[dtype])
             halvings = len(preset["channel_mult"]) - 1
             if height % 2**halvings:
                 raise ConfigError(f"model '{name}' halves its input {halvings} times; use a size divisible by {2**halvings}")
@@ -83,7 +85,7 @@ def model_from_config(config: ml_collections.ConfigDict, input_shape: tuple[int,
         config.model.name, input_shape=input_shape, num_classes=num_classes, learned_sigma=config.model.learned_sigma,
         noise=ConditionNoise.from_config(config.model), dtype=config.model.dtype,
         text_max_length=config.model.text_max_length, tokenizer=config.model.tokenizer,
-        text_encoder=config.model.text_encoder, unet=config.model.unet,
+        text_encoder=config.model.text_encoder, unet=config.model.unet, guidance_dim=config.model.guidance_dim,
     )
 
 

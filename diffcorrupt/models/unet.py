@@ -241,6 +241,7 @@ class UNet(nn.Module):
     noise: ConditionNoise = ConditionNoise()
     dropout: float = 0.0
     use_scale_shift_norm: bool = False
+    guidance_dim: int = 0  # > 0: a distilled student taking its guidance scale (see TimestepEmbedder)
     dtype: Dtype = jnp.float32
 
     def condition(self, cond: jax.Array, null_mask: jax.Array, train: bool) -> tuple[jax.Array, jax.Array | None]:
@@ -257,10 +258,10 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array,
-                 train: bool = False) -> jax.Array:
+                 train: bool = False, guidance: jax.Array | None = None) -> jax.Array:
         context, context_mask = self.condition(cond, null_mask, train)
-        emb = layers.TimestepEmbedder(4 * self.model_channels, frequency_dim=self.model_channels, dtype=self.dtype,
-                                      name="time_embed")(t)
+        emb = layers.TimestepEmbedder(4 * self.model_channels, frequency_dim=self.model_channels,
+                                      guidance_dim=self.guidance_dim, dtype=self.dtype, name="time_embed")(t, guidance)
 
         def res_block(channels: int, name: str) -> ResBlock:
             return ResBlock(channels, self.dropout, self.use_scale_shift_norm, self.dtype, name=name)

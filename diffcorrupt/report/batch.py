@@ -34,7 +34,8 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
               out: Path, clip_weights: str | None = None, class_names: str | None = None,
               vq_autoencoder: str | None = None) -> dict[str, Any] | None:
     """Samples on every process (the sampler spans them all), then scores and writes the report on
-    process 0 alone; the other processes return None."""
+    process 0 alone; the other processes return None. ``sample_flags`` are the sample job's flags,
+    except that ``steps`` is a tuple of step counts (or None: each run's own), each sampled in turn."""
     checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
                          for workdir in workdirs for step in _checkpoint_steps(workdir, checkpoints)]
     if not checkpoints_found:
@@ -44,9 +45,10 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
                       vq_autoencoder)
     sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir, step, config in checkpoints_found:
-        flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
-                                      **sample_flags)
-        sampled.extend((workdir, record, config) for record in sample_run(flags))
+        for steps in sample_flags["steps"] or (None,):
+            flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
+                                          **{**sample_flags, "steps": steps})
+            sampled.extend((workdir, record, config) for record in sample_run(flags))
 
     def score_and_tabulate() -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
@@ -88,6 +90,8 @@ def rows_of(result: dict[str, Any], workdir: Path, config, metrics_path: Path) -
         "step": settings["step"], "sampler": settings["sampler"], "steps": settings["steps"],
         "cfg_scale": settings["cfg_scale"], "num_samples": result["num_samples"],
     }
+    if config.distill.teacher:  # a distilled run: a setting of its own, its teacher a fact about the run
+        base.update(distilled="lcm", teacher=Path(config.distill.teacher).name)
     return [{**base, "network": name, **network["metrics"],
              **({"rmd_file": str(metrics_path.parent / network["rmd_file"])} if "rmd_file" in network else {})}
             for name, network in result["networks"].items()]

@@ -1,12 +1,12 @@
 """``diffcorrupt report``: batch evaluation of runs into tables (CSV, Markdown) and plots (PNG).
 
   diffcorrupt report --workdirs=DIR[,DIR...] [--out=DIR] [--checkpoints=latest|all|N[,M...]]
-                     [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N] [--seed=S]
+                     [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N[,M,...]] [--seed=S]
                      [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
                      [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
                      [--reference=dataset[:split[:subset]]|PATH] [--reference_count=N]
 
-For every run, checkpoint and guidance scale: sample (resuming what is there), evaluate (skipping
+For every run, checkpoint, number of sampler steps and guidance scale: sample (resuming what is there), evaluate (skipping
 what is already computed with these arguments), then write ``results.csv``, ``summary.csv``,
 ``summary.md``, ``best.md`` and the plots into ``--out`` (default ``report/``). Folder names may
 be globs (``runs/*``).
@@ -22,7 +22,7 @@ from pathlib import Path
 from diffcorrupt import jobs
 from diffcorrupt.diffusion.samplers import SAMPLERS
 from diffcorrupt.errors import UserError
-from diffcorrupt.flag_types import non_negative_int, positive_int
+from diffcorrupt.flag_types import non_negative_int, positive_int, positive_ints
 from diffcorrupt.output_paths import output_folder
 from diffcorrupt.parallel.distributed import initialize_from_environment
 
@@ -35,7 +35,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cfg_scale", default=None, help="guidance scales (default: each run's sample.cfg_scale)")
     parser.add_argument("--num_samples", type=positive_int, default=None)
     parser.add_argument("--sampler", choices=SAMPLERS, default=None)
-    parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps")
+    parser.add_argument("--steps", type=positive_ints, default=None,
+                        help="sampler steps, or a list (a distilled run at --steps=1,2,4,8)")
     parser.add_argument("--eta", type=float, default=None)
     parser.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed")
     parser.add_argument("--batch_size", type=positive_int, default=None)

@@ -22,13 +22,13 @@ METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS
                 "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
                 "top5_distance": "top-5 distance", "top_f1": "TopP&R F1", "rmd_top1pct": "top-1% RMD", "sample_entropy": "sample entropy",
                 "clip_score": "CLIP score", "copy_ratio": "copies"}
-IDENTITY = ("run", "workdir", "config_hash", "subset", "corruption", "eta", "cep", "baseline", "seed", "step", "sampler", "steps",
-            "cfg_scale", "num_samples", "network")
+IDENTITY = ("run", "workdir", "config_hash", "teacher", "subset", "corruption", "eta", "cep", "baseline", "distilled", "seed",
+            "step", "sampler", "steps", "cfg_scale", "num_samples", "network")
 # Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
 # such as inception_score_std or accuracy_<attribute>) are measurements: kept in results.csv, never grouped by.
-RUN_KEYS = ("run", "workdir", "config_hash", "seed")
+RUN_KEYS = ("run", "workdir", "config_hash", "teacher", "seed")
 SETTING_KEYS = tuple(k for k in IDENTITY if k not in RUN_KEYS)
-_ORDER = ("network", "subset", "corruption", "cep", "baseline", "eta", "step", "cfg_scale")
+_ORDER = ("network", "subset", "corruption", "cep", "baseline", "distilled", "eta", "step", "cfg_scale")
 _THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio", "sample_entropy", "top_f1",
                              "copy_ratio"})
 _PAPER_METRICS = ("precision", "recall", "accuracy")
@@ -73,13 +73,14 @@ def cep_label(cep: str | None) -> str:
 
 
 def setting_label(row: Row, with_eta: bool = True) -> str:
-    """'clean', 'symmetric 5%', 'clean + CEP-U 1', 'clean + label smoothing 0.1': short enough for a legend
-    entry or a table cell."""
+    """'clean', 'symmetric 5%', 'clean + CEP-U 1', 'clean + label smoothing 0.1', 'symmetric 5% + LCM' (a
+    consistency-distilled run): short enough for a legend entry or a table cell."""
     if is_clean(row):
         label = "clean"
     else:
         label = f"{row['corruption']} {row['eta'] * 100:g}%" if with_eta else str(row["corruption"])
-    extras = [cep_label(row.get("cep")), "" if row.get("baseline") in (None, "none") else str(row["baseline"])]
+    extras = [cep_label(row.get("cep")), "" if row.get("baseline") in (None, "none") else str(row["baseline"]),
+              "LCM" if row.get("distilled") == "lcm" else ""]
     label = " + ".join([label, *filter(None, extras)])
     return label if row.get("subset") in (None, "all") else f"{label} on {row['subset']}"
 

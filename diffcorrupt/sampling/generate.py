@@ -1,8 +1,8 @@
 """Batches of samples from a restored model, sharded over every device of the mesh.
 
 Sample j is a pure function of (seed, j): its initial noise is drawn from
-``fold_in(fold_in(key(seed), j), 0)`` and the noise its sampler adds on the way (DDPM, DDIM with
-eta > 0) from ``fold_in(..., 1)``; its condition is class ``j mod C`` (so any N/C-divisible N is
+``fold_in(fold_in(key(seed), j), 0)`` and the noise its sampler adds on the way (DDPM, LCM, DDIM
+with eta > 0) from ``fold_in(..., 1)``; its condition is class ``j mod C`` (so any N/C-divisible N is
 class-balanced, and every prefix nearly so) or caption ``j mod len(captions)``. Which batch, which
 device and which restart computes j therefore changes nothing, and the guidance scales of one run
 share their noise, so their samples differ only by the scale.
@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diffcorrupt.data.global_batch import batch_sharding
-from diffcorrupt.diffusion.samplers import guided, sample
+from diffcorrupt.diffusion.samplers import NOISY_SAMPLERS, guided, sample
 from diffcorrupt.errors import UserError
 from diffcorrupt.parallel.mesh import BATCH_AXES
 from diffcorrupt.parallel.sharding import gathered_for_compute
@@ -71,7 +71,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
     channels = restored.input_shape[-1]
     sharding = batch_sharding(mesh)
     param_shardings = jax.tree.map(lambda x: x.sharding, restored.params)
-    noisy = settings.sampler == "ddpm" or settings.eta > 0
+    noisy = settings.sampler in NOISY_SAMPLERS or settings.eta > 0
 
     autoencoder = restored.autoencoder
     decoder_variables = None if autoencoder is None else jax.device_put(autoencoder.params, NamedSharding(mesh, PartitionSpec()))
@@ -80,7 +80,10 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
         params = gathered_for_compute(params, param_shardings)
         keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(settings.seed), j))(index)
         noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 0), restored.input_shape))(keys)
-        if settings.cfg_scale == 1.0:  # guidance at scale 1 is the conditional model: skip the null half
+        if config.model.guidance_dim:  # a distilled student is told its guidance scale: one call per step
+            denoise = lambda x, t: model.apply({"params": params}, x, t, cond, jnp.zeros(x.shape[0], bool),  # noqa: E731
+                                               guidance=jnp.full(x.shape[:1], settings.cfg_scale, jnp.float32))
+        elif settings.cfg_scale == 1.0:  # guidance at scale 1 is the conditional model: skip the null half
             denoise = lambda x, t: model.apply({"params": params}, x, t, cond, jnp.zeros(x.shape[0], bool))  # noqa: E731
         else:
             doubled = jnp.concatenate([cond, cond])
@@ -89,7 +92,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
         rng = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys) if noisy else None
         images = sample(denoise, noise, restored.schedule, sampler=settings.sampler, steps=settings.steps,
                         eta=settings.eta, prediction=config.diffusion.prediction,
-                        learned_sigma=config.model.learned_sigma, rng=rng)
+                        learned_sigma=config.model.learned_sigma, rng=rng, origin_steps=config.distill.ddim_timesteps)
         if autoencoder is not None:  # latents -> pixels, on the devices that sampled them
             images = autoencoder.module.apply(decoder, images / autoencoder.config.scale_factor, method="decode")
         return quantise(images)

@@ -93,6 +93,13 @@ def saved_run_config(workdir: str | Path, step: int | None = None) -> ml_collect
     return config
 
 
+def newest_step(workdir: str | Path) -> int:
+    """The step of the run's newest checkpoint."""
+    manager, step = _open(Path(workdir), None)
+    manager.close()
+    return step
+
+
 def _open(workdir: Path, step: int | None) -> tuple[ocp.CheckpointManager, int]:
     """A read-only manager over the run's checkpoints (the sampler may read a run it cannot write),
     and the step asked for, checked to exist."""

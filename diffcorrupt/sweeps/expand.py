@@ -22,6 +22,8 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.sweeps.grids import Grid
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# In a grid's override values, the run's seed: a distilled run names the teacher of its own seed.
+SEED_FIELD = "{seed}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,8 @@ def expand(grid: Grid, root: Path, overrides: Sequence[str] = ()) -> list[Run]:
             labels = [s.label for s in settings if s.label] + [f"seed{seed}"]
             name = _UNSAFE.sub("-", "_".join(labels))
             pairs = [*grid.fixed, *(pair for s in settings for pair in s.overrides), ("seed", seed)]
-            runs.append(Run(name, grid.config, tuple(f"{k}={_text(v)}" for k, v in pairs) + tuple(overrides),
+            texts = tuple(f"{k}={_text(v).replace(SEED_FIELD, str(seed))}" for k, v in pairs)
+            runs.append(Run(name, grid.config, texts + tuple(overrides),
                             root / name))
     _check_unique(grid, runs)
     return runs

@@ -220,7 +220,24 @@ MEMORIZATION = Grid(
         f"{HELD_OUT.partition(':')[2]} (FD, precision/recall, accuracy) and against its own training set "
         "(copies in pixel space, feature-space memorization). Pick a row with --only=n500_.",
 )
-GRIDS: dict[str, Grid] = {grid.name: grid for grid in (*_PAPER, *_SMALL, REPRO_SMALL, MEMORIZATION)}
+# The small-scale twin of the paper's LCM row (issue 19, docs/lcm.md): the demo's latent runs, clean and
+# eta = 5%, and a consistency-distilled student of each, every one sampled at the same step counts, the
+# teachers with DPM-Solver++ and the students with the multistep consistency sampler.
+LCM_ETAS = (0.0, 0.05)
+LCM_REPORT = ("--cfg_scale=2,3", "--num_samples=1000", "--steps=1,2,4,8,25", "--features=classifier")
+FMNIST_LATENT = Grid(
+    "fmnist_latent", "configs/fmnist.py:latent", (etas(LCM_ETAS),), seeds=SMALL_SEEDS, report=LCM_REPORT,
+    doc="The demo's latent DiT-T/2 at the latent preset, clean and eta 5% (symmetric), 3 seeds: the teachers of "
+        "fmnist_lcm. Needs the latents of configs/fmnist.py's `latent` preset.")
+FMNIST_LCM = Grid(
+    "fmnist_lcm", "configs/fmnist.py:lcm",
+    (tuple(setting(f"lcm-{s.label}", {**dict(s.overrides), "distill.teacher": f"runs/fmnist_latent/{s.label}_seed{{seed}}"})
+           for s in etas(LCM_ETAS)),),
+    seeds=SMALL_SEEDS, report=LCM_REPORT,
+    doc="Latent consistency distillation of each fmnist_latent run (its own seed's, from runs/fmnist_latent: sweep that "
+        "grid first) on the data it was trained on: docs/lcm.md compares them at 1, 2, 4, 8 and 25 steps.")
+GRIDS: dict[str, Grid] = {grid.name: grid for grid in (*_PAPER, *_SMALL, REPRO_SMALL, MEMORIZATION, FMNIST_LATENT,
+                                                       FMNIST_LCM)}
 
 
 def get_grid(spec: str) -> Grid:

@@ -49,6 +49,7 @@ _FIXED_GROUPS: dict[str, frozenset[str]] = {
     "seed": frozenset(),
     "model": frozenset(),
     "diffusion": frozenset(),
+    "distill": frozenset(),
     # Where the files live and how fast they are read do not change what is read; more epochs
     # only extend the same order.
     "data": frozenset({"data.data_dir", "data.num_workers", "data.num_threads", "data.prefetch", "data.num_epochs"}),

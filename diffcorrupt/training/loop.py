@@ -30,6 +30,7 @@ from diffcorrupt.training.batches import input_spec, model_batch
 from diffcorrupt.training.checkpoints import Checkpointer, check_compatible
 from diffcorrupt.training.compiled_run import CompiledRun, compile_run
 from diffcorrupt.training.state import abstract_state
+from diffcorrupt.training.teacher import pin_teacher_step
 from diffcorrupt.training.jsonl_writer import JsonlWriter
 from diffcorrupt.training.preview import GRID, preview_conditions, write_preview
 
@@ -83,8 +84,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
         checkpointer = Checkpointer(workdir_path, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
                                     keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
         latest = checkpointer.latest_step()
-        if latest is not None:
-            check_compatible(checkpointer.saved_config(), config, allow=allow_config_change)
+        saved = None if latest is None else checkpointer.saved_config()
+        config = pin_teacher_step(config, saved)
+        if saved is not None:
+            check_compatible(saved, config, allow=allow_config_change)
             if latest >= config.train.num_steps:  # finished: no compile, no data, nothing written
                 checkpointer.close()
                 logging.info("%s is already trained to step %d of %d", workdir_path, latest, config.train.num_steps)
@@ -129,7 +132,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
             batch = model_batch(next(iterator), tokenizer)
             interval.data_wait += time.perf_counter() - wait_start
             with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-                state, metrics = run.step(state, to_global_batch(batch, mesh))
+                state, metrics = run.step(state, to_global_batch(batch, mesh), *run.step_args)
             step += 1
             interval.add(metrics)
             progress(step)

@@ -46,14 +46,19 @@ def make_loss_fn(model: nn.Module, schedule: Schedule, config: ml_collections.Co
                                  input_perturbation=diffusion.input_perturbation,
                                  min_snr_gamma=diffusion.min_snr_gamma)
         per_example = losses["loss"]
-        metrics = {"loss": per_example.mean(), "mse": losses["mse"].mean()}
+        metrics = {"loss": per_example.mean(), "mse": losses["mse"].mean(), **corruption_split(per_example, batch)}
         if "vb" in losses:
             metrics["vb"] = losses["vb"].mean()
-        if "corrupted" in batch:
-            corrupted = batch["corrupted"].astype(jnp.float32)
-            metrics["loss_sum_corrupted"] = jnp.sum(per_example * corrupted)
-            metrics["loss_sum_clean"] = jnp.sum(per_example * (1 - corrupted))
-            metrics["num_corrupted"] = jnp.sum(corrupted)
         return per_example.mean(), metrics
 
     return loss_fn
+
+
+def corruption_split(per_example: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The sums the trainer turns into the loss on corrupted and on clean examples, when the
+    pipeline flags them."""
+    if "corrupted" not in batch:
+        return {}
+    corrupted = batch["corrupted"].astype(jnp.float32)
+    return {"loss_sum_corrupted": jnp.sum(per_example * corrupted), "loss_sum_clean": jnp.sum(per_example * (1 - corrupted)),
+            "num_corrupted": jnp.sum(corrupted)}
