@@ -160,25 +160,26 @@ def _ddpm(model: _ModelReader, x: jax.Array, schedule: Schedule, steps: int, rng
     return jax.lax.scan(step, x, coefficients)[0]
 
 
+def _descent(schedule: Schedule, timesteps: np.ndarray) -> tuple[dict[str, jax.Array], np.ndarray, np.ndarray]:
+    """What DDIM and LCM scan over for decreasing ``timesteps``: each step's index, timestep, its
+    sqrt(alpha_bar) and sqrt(1 - alpha_bar) and the next step's sqrt(alpha_bar) (1 after the last,
+    which ends at x_0); with alpha_bar at the steps and at the next ones, in float64."""
+    ab = schedule.alphas_cumprod_f64[timesteps]
+    ab_next = np.append(schedule.alphas_cumprod_f64[timesteps[1:]], 1.0)
+    table = {"index": jnp.arange(len(timesteps)), "t": jnp.asarray(timesteps, jnp.int32), "sqrt_ab": _f32(np.sqrt(ab)),
+             "sqrt_one_minus_ab": _f32(np.sqrt(1.0 - ab)), "sqrt_ab_next": _f32(np.sqrt(ab_next))}
+    return table, ab, ab_next
+
+
 def _ddim(model: _ModelReader, x: jax.Array, schedule: Schedule, steps: int, eta: float,
           rng: jax.Array | None) -> jax.Array:
-    timesteps = leading_timesteps(schedule.num_steps, steps)[::-1]
-    ab = schedule.alphas_cumprod_f64[timesteps]
-    ab_prev = np.append(schedule.alphas_cumprod_f64[timesteps[1:]], 1.0)
+    coefficients, ab, ab_prev = _descent(schedule, leading_timesteps(schedule.num_steps, steps)[::-1])
     sigma = eta * np.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
-    coefficients = {
-        "index": jnp.arange(steps),
-        "t": jnp.asarray(timesteps, jnp.int32),
-        "sqrt_ab": _f32(np.sqrt(ab)),
-        "sqrt_one_minus_ab": _f32(np.sqrt(1.0 - ab)),
-        "sqrt_ab_prev": _f32(np.sqrt(ab_prev)),
-        "eps_coef": _f32(np.sqrt(np.maximum(1.0 - ab_prev - sigma**2, 0.0))),
-        "sigma": _f32(sigma),
-    }
+    coefficients.update(eps_coef=_f32(np.sqrt(np.maximum(1.0 - ab_prev - sigma**2, 0.0))), sigma=_f32(sigma))
 
     def step(x: jax.Array, c: dict[str, jax.Array]) -> tuple[jax.Array, None]:
         eps, x0, _ = model(x, c["t"], c["sqrt_ab"], c["sqrt_one_minus_ab"])
-        x = c["sqrt_ab_prev"] * x0 + c["eps_coef"] * eps
+        x = c["sqrt_ab_next"] * x0 + c["eps_coef"] * eps
         if eta:
             x = x + c["sigma"] * _per_example_normal(rng, c["index"], x.shape)
         return x, None
@@ -219,17 +220,8 @@ def _dpm_solver_2m(model: _ModelReader, x: jax.Array, schedule: Schedule, steps:
 
 def _lcm(model: _ModelReader, x: jax.Array, schedule: Schedule, steps: int, origin_steps: int,
          rng: jax.Array) -> jax.Array:
-    timesteps = sampling_timesteps(schedule.num_steps, origin_steps, steps)
-    ab = schedule.alphas_cumprod_f64[timesteps]
-    ab_next = np.append(schedule.alphas_cumprod_f64[timesteps[1:]], 1.0)  # the last step adds no noise
-    coefficients = {
-        "index": jnp.arange(steps),
-        "t": jnp.asarray(timesteps, jnp.int32),
-        "sqrt_ab": _f32(np.sqrt(ab)),
-        "sqrt_one_minus_ab": _f32(np.sqrt(1.0 - ab)),
-        "sqrt_ab_next": _f32(np.sqrt(ab_next)),
-        "sqrt_one_minus_ab_next": _f32(np.sqrt(1.0 - ab_next)),
-    }
+    coefficients, _, ab_next = _descent(schedule, sampling_timesteps(schedule.num_steps, origin_steps, steps))
+    coefficients["sqrt_one_minus_ab_next"] = _f32(np.sqrt(1.0 - ab_next))  # 0 after the last: no noise is added
 
     def step(x: jax.Array, c: dict[str, jax.Array]) -> tuple[jax.Array, None]:
         _, x0, _ = model(x, c["t"], c["sqrt_ab"], c["sqrt_one_minus_ab"])
