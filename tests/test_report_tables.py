@@ -112,6 +112,20 @@ def test_write_plots_skips_single_x(tmp_path):
     assert all(p.stat().st_size > 0 for p in written)
 
 
+def test_sampler_steps_plot_draws_a_line_per_setting_and_sampler(tmp_path):
+    """A distilled run's lcm sampled at 1, 2 and 4 steps against its teacher's dpm at 4 and 25: one line each,
+    each point the best guidance scale of its step count."""
+    rows = [{**_row(network="classifier", cfg=cfg, fd=fd / cfg), "sampler": "dpm", "steps": steps}
+            for steps, fd in ((4, 4.0), (25, 2.0)) for cfg in (1.0, 2.0)]
+    rows += [{**_row(network="classifier", fd=fd), "sampler": "lcm", "steps": steps, "distilled": "lcm", "teacher": "t"}
+             for steps, fd in ((1, 5.0), (2, 2.5), (4, 2.2))]
+    written = write_plots(rows, tmp_path)
+    assert tmp_path / "classifier_vs_sampler_steps.png" in written
+    best = best_scale(aggregate(rows))
+    assert sorted((setting_label(r), r["steps"], r["cfg_scale"]) for r in best) == [
+        ("clean", 4, 2.0), ("clean", 25, 2.0), ("clean + LCM", 1, 1.5), ("clean + LCM", 2, 1.5), ("clean + LCM", 4, 1.5)]
+
+
 def test_missing_metrics_do_not_crash(tmp_path):
     rows = [_row(cfg=1.0, fid=None), _row(cfg=1.5), _row(seed=2, cfg=1.5, fid=float("nan"), recall=0.4),
             _row(network="classifier", accuracy=0.5)]

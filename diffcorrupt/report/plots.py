@@ -1,7 +1,8 @@
 """Figures for a batch evaluation, one set per feature network: the guidance-scale sweep (of the distance and of
 each further metric of the paper), the cost of corruption (distance vs corruption ratio), the precision/recall
-trade-off, training progress, and the distribution of the samples' RMD (the paper's Fig. 4). All but the last read
-seed-aggregated settings (see tables.aggregate), so error bars are the spread over training seeds."""
+trade-off, training progress, the distance against sampler steps (few-step sampling), and the distribution of the
+samples' RMD (the paper's Fig. 4). All but the last read seed-aggregated settings (see tables.aggregate), so error
+bars are the spread over training seeds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+from matplotlib.ticker import NullLocator, PercentFormatter, ScalarFormatter  # noqa: E402
 
 from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
@@ -62,8 +63,11 @@ def save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, title
         ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", markersize=3, capsize=3, label=label)
     if percent_x:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    if log_x:
+    if log_x:  # ticks at the values drawn (training-set sizes, sampler steps), written out
         ax.set_xscale("log")
+        ax.set_xticks(sorted({x for points in lines.values() for x, _, _ in points}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
     return _finish(fig, ax, path, xlabel, ylabel, title)
 
 
@@ -108,6 +112,16 @@ def _vs_step(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
         add_point(lines, setting_label(row) + suffix(row), row["step"], row, metric)
     return save_lines(path, lines, "training step", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} at the best guidance scale vs training step")
+
+
+def _vs_sampler_steps(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
+    """A line per setting and sampler: how a few-step sampler (a distilled run's lcm) closes on many steps."""
+    metric = primary_metric(network)
+    lines: Lines = {}
+    for row in latest_rows(best, key=lambda r: f"{setting_label(r)} {r.get('sampler')}"):
+        add_point(lines, f"{setting_label(row)} ({row.get('sampler')})", row["steps"], row, metric)
+    return save_lines(path, lines, "sampler steps", axis_label(metric, network),
+                      f"{METRIC_NAMES[metric]} at the best guidance scale vs sampler steps (latest step)", log_x=True)
 
 
 def _precision_recall(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool:
@@ -167,7 +181,7 @@ def _finish(fig, ax, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -
 
 def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png, <network>_vs_step.png,
-    <network>_<metric>_vs_cfg.png for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network
+    <network>_vs_sampler_steps.png, <network>_<metric>_vs_cfg.png for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network
     in rows; a figure whose x axis would hold a single value, or that has no data, is not written. Returns the
     paths written."""
     out = pathlib.Path(out_dir)
@@ -181,7 +195,8 @@ def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathli
         # Rows without the primary distance have nothing to place on the distance plots.
         measured = [r for r in everything if metric_value(r, primary_metric(network)) is not None]
         ranked = [r for r in best if r["network"] == network]
-        drawn = (("vs_cfg", _vs_cfg, measured), ("vs_eta", _vs_eta, ranked), ("vs_step", _vs_step, ranked))
+        drawn = (("vs_cfg", _vs_cfg, measured), ("vs_eta", _vs_eta, ranked), ("vs_step", _vs_step, ranked),
+                 ("vs_sampler_steps", _vs_sampler_steps, ranked))
         for name, draw, data in (*(drawn if primary_metric(network) else ()),
                                  ("precision_recall", _precision_recall, everything)):
             path = out / f"{network}_{name}.png"
