@@ -145,6 +145,11 @@ def _check_settings(settings: SampleSettings, restored: RestoredModel, captions:
     if settings.sampler == "lcm" and settings.steps > grid:
         raise UserError(f"--steps={settings.steps}: the lcm sampler picks its steps from the {grid} timesteps the run "
                         f"was distilled on; use 1 to {grid} (1, 2, 4 or 8 as LCM)")
+    distill = restored.config.distill
+    if distill.teacher and not restored.config.model.guidance_dim and settings.cfg_scale != distill.cfg_min:
+        raise UserError(f"--cfg_scale={settings.cfg_scale:g}: this run was distilled at the one guidance scale "
+                        f"{distill.cfg_min:g} (model.guidance_dim=0), which its model has learnt; sample it at "
+                        f"--cfg_scale={distill.cfg_min:g}")
 
 
 def _given(flag, default):

@@ -19,6 +19,7 @@ from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.config.validate import validate
 from diffcorrupt.report.batch import rows_of
 from diffcorrupt.report.tables import RUN_KEYS, SETTING_KEYS, setting_label
+from diffcorrupt.sampling.generate import SampleSettings
 from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.sampling.shards import read_shards
 from diffcorrupt.training.loop import train
@@ -95,6 +96,14 @@ def test_lcm_sampler_refused_for_a_run_that_was_not_distilled(runs, tmp_path):
     with pytest.raises(UserError, match="not distilled") as err:
         _sample(runs / "teacher", tmp_path, "lcm", 4)
     assert str(err.value).count(". ") == 0
+
+
+def test_a_student_distilled_at_one_scale_is_sampled_at_that_scale():
+    config = load_config("configs/fmnist.py:tiny", ["distill.teacher=t", "distill.cfg_min=3", "distill.cfg_max=3"])
+    restored = types.SimpleNamespace(config=config, num_classes=10)
+    sample._check_settings(SampleSettings("lcm", 4, 3.0, 0.0, 0), restored, None)
+    with pytest.raises(UserError, match="distilled at the one guidance scale 3 .* --cfg_scale=3$"):
+        sample._check_settings(SampleSettings("lcm", 4, 2.0, 0.0, 0), restored, None)
 
 
 def test_teacher_that_does_not_fit_is_refused_in_one_sentence(runs, tmp_path):

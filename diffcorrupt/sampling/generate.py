@@ -80,7 +80,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
         params = gathered_for_compute(params, param_shardings)
         keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(settings.seed), j))(index)
         noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 0), restored.input_shape))(keys)
-        if config.model.guidance_dim:  # a distilled student is told its guidance scale: one call per step
+        if config.distill.teacher:  # a distilled student has learnt the guided output: one call per step
             denoise = lambda x, t: model.apply({"params": params}, x, t, cond, jnp.zeros(x.shape[0], bool),  # noqa: E731
                                                guidance=jnp.full(x.shape[:1], settings.cfg_scale, jnp.float32))
         elif settings.cfg_scale == 1.0:  # guidance at scale 1 is the conditional model: skip the null half
