@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcorrupt import sample
+from diffcorrupt import sample, sweep
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.config.validate import validate
@@ -22,6 +22,7 @@ from diffcorrupt.report.tables import RUN_KEYS, SETTING_KEYS, setting_label
 from diffcorrupt.sampling.generate import SampleSettings
 from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.sampling.shards import read_shards
+from diffcorrupt.sweeps.expand import Run
 from diffcorrupt.training.loop import train
 from train_runs import REPO, SMALL, assert_identical, env_with_devices, restore_state, wait_for
 
@@ -90,6 +91,13 @@ def test_distilled_run_pins_its_teacher_and_is_labelled_lcm(runs, tmp_path):
     assert (row["distilled"], row["teacher"]) == ("lcm", "teacher")
     assert setting_label(row) == "clean + LCM"  # seeds distilled from different teachers group as one setting
     assert "teacher" in RUN_KEYS and "distilled" in SETTING_KEYS
+
+
+def test_a_finished_student_is_skipped_by_its_sweep(runs):
+    """The grid's config leaves distill.teacher_step at 0 ("the newest"); the saved one is pinned."""
+    overrides = tuple(DISTIL + [f"data.data_dir={runs / 'data'}", f"distill.teacher={runs / 'teacher'}"])
+    student = Run("student", "configs/fmnist.py:tiny", overrides, runs / "student")
+    assert sweep.finished_step(student, student.load()) == 300
 
 
 def test_lcm_sampler_refused_for_a_run_that_was_not_distilled(runs, tmp_path):
