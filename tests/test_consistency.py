@@ -71,9 +71,9 @@ def test_lcm_sampler_needs_keys():
 
 @pytest.mark.parametrize("name", ["DiT-T/4", "LDM-small"])
 def test_student_starts_as_its_teacher_whatever_its_guidance(name):
-    teacher = make_model(name, input_shape=(16, 16, 4), num_classes=10)
-    student = make_model(name, input_shape=(16, 16, 4), num_classes=10, guidance_dim=32)
-    inputs = example_inputs(teacher, (16, 16, 4), batch=2)
+    teacher = make_model(name, input_shape=(8, 8, 4), num_classes=10)
+    student = make_model(name, input_shape=(8, 8, 4), num_classes=10, guidance_dim=32)
+    inputs = example_inputs(teacher, (8, 8, 4), batch=2)
     x = jax.random.normal(jax.random.key(0), inputs[0].shape)
     inputs = (x, jnp.array([10, 900]), jnp.array([3, 7]), inputs[3])
     teacher_params = nn.meta.unbox(teacher.init({"params": jax.random.key(1)}, *inputs)["params"])
