@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluate import METRICS_VERSION, check_scoring, evaluate
 from diffcorrupt.parallel.distributed import on_process_zero
+from diffcorrupt.report.earlier_rows import merge_rows
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.size_plots import write_size_plots
-from diffcorrupt.report.tables import write_tables
+from diffcorrupt.report.tables import Row, write_tables
 from diffcorrupt.sample import sample_run
 from diffcorrupt.sampling.restore import saved_run_config
 
@@ -32,13 +34,14 @@ METRICS_FILE = "metrics.json"
 def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str, Any], features: str | None,
               inception_weights: str | None, reference: str | None, reference_count: int | None,
               out: Path, clip_weights: str | None = None, class_names: str | None = None,
-              vq_autoencoder: str | None = None) -> dict[str, Any] | None:
+              vq_autoencoder: str | None = None, earlier_rows: Sequence[Row] = ()) -> dict[str, Any] | None:
     """Samples on every process (the sampler spans them all), then scores and writes the report on
     process 0 alone; the other processes return None. ``sample_flags`` are the sample job's flags,
-    except that ``steps`` is a tuple of step counts (or None: each run's own), each sampled in turn."""
+    except that ``steps`` is a tuple of step counts (or None: each run's own), each sampled in turn.
+    ``earlier_rows`` (of earlier reports) join the tables, each replaced by a row measured here anew."""
     checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
                          for workdir in workdirs for step in _checkpoint_steps(workdir, checkpoints)]
-    if not checkpoints_found:
+    if workdirs and not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
     for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds
         check_scoring(features, pixel_data_config(config.data), inception_weights, [reference or "dataset"], clip_weights,
@@ -66,6 +69,9 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
             result = json.loads(metrics_path.read_text())
             rows.extend(rows_of(result, workdir, config, metrics_path))
             notes.update(dict.fromkeys(filter(None, [result.get("clip_note"), result.get("copies_note")])))
+        rows = merge_rows(list(earlier_rows), rows)
+        if not rows:
+            raise UserError("there is nothing to report: the --rows files hold no rows and no --workdirs were given")
         out.mkdir(parents=True, exist_ok=True)
         tables = write_tables(rows, out, list(notes))
         plots = write_plots(rows, out) + write_size_plots(rows, out)

@@ -152,8 +152,9 @@ def _rmd_density(path: pathlib.Path, network: str, rows: Sequence[Row], best: Se
               latest_rows(best, key=setting_label)}
     pooled: dict[str, list[np.ndarray]] = {}
     for row in rows:
-        if row.get("rmd_file") and (setting_label(row), row["cfg_scale"], row["step"], row.get("sampler"),
-                                    row.get("steps")) in chosen:
+        setting = (setting_label(row), row["cfg_scale"], row["step"], row.get("sampler"), row.get("steps"))
+        # rows of an earlier report (--rows) may name a file that stayed with their run folder
+        if row.get("rmd_file") and pathlib.Path(row["rmd_file"]).is_file() and setting in chosen:
             with np.load(row["rmd_file"]) as files:
                 pooled.setdefault(f"{setting_label(row)} (guidance {row['cfg_scale']:g})", []).append(files[network])
     if not pooled:
