@@ -8,7 +8,8 @@ e.g. ``eta0.05-symmetric_seed0``. ``local`` trains the runs here, one after anot
 ones (newest checkpoint at train.num_steps) and resuming the rest; ``tpu`` and ``slurm`` print the
 commands as a bash script (``--submit`` runs them on the pod in turn, or submits them chained by
 ``--dependency=afterok``). ``--report`` adds ``diffcorrupt report`` per run and over all runs into
-``<root>/report``. ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids
+``<root>/report``; a grid that names committed rows (``Grid.rows``: the results.csv of runs
+trained in earlier sessions) adds them to that last report, so it covers the whole grid. ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids
 are listed in diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it from
 the repository root: grid configs and launch scripts are named relative to it. Rerun a SLURM sweep
 only once its jobs have ended: it skips finished runs, not queued ones.
@@ -16,6 +17,7 @@ only once its jobs have ended: it skips finished runs, not queued ones.
 
 from __future__ import annotations
 
+import glob
 import json
 import shlex
 import sys
@@ -51,7 +53,8 @@ def main(argv: list[str]) -> int:
     runs = select(grid, expand(grid, root, overrides), flags.only)
     configs = check_runs(grid, runs)
     finished = {run.name: step for run in runs if (step := finished_step(run, configs[run.name])) is not None}
-    steps = plan(runs, root, finished=finished, report=flags.report, report_flags=grid.report)
+    rows = grid.rows if grid.rows and glob.glob(grid.rows) else ""  # none committed yet: nothing to add
+    steps = plan(runs, root, finished=finished, report=flags.report, report_flags=grid.report, rows=rows)
     sbatch_args = shlex.split(flags.sbatch_args)
     if flags.launcher == "local" and not flags.dry_run:
         run_here(steps)

@@ -241,3 +241,23 @@ def test_plan_without_report_is_only_trains():
     grid = grids.GRIDS["fmnist_small_fixed_random"]
     steps = plan(expand(grid, pathlib.Path("r")), pathlib.Path("r"), finished={}, report=False, report_flags=())
     assert [s.job for s in steps] == ["train"] * 3
+
+
+def test_committed_rows_join_only_the_all_runs_report_and_only_once_some_exist(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid_file = tmp_path / "rows_grid.py"
+    source = TINY.replace('("train.log_every", 4)))', '("train.log_every", 4)), rows="kept/*.csv")')
+    assert source != TINY
+    grid_file.write_text(source)
+
+    def final_report():
+        status, out = run_sweep(capsys, f"--grid={grid_file}", "--root=sw", "--report", "--dry_run")
+        reports = lines_of(out, "diffcorrupt report")
+        assert status == 0 and len(reports) == 3
+        assert not any(arg.startswith("--rows") for command in reports[:2] for arg in command)
+        return reports[-1]
+
+    assert not any(arg.startswith("--rows") for arg in final_report())  # an empty glob would be refused
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "ratio0.1_seed0.csv").write_text("run,step,cfg_scale,network\n")
+    assert "--rows=kept/*.csv" in final_report()

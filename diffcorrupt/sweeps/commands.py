@@ -35,9 +35,11 @@ class Step:
 
 
 def plan(runs: Sequence[Run], root: Path, *, finished: Mapping[str, int], report: bool,
-         report_flags: Sequence[str]) -> list[Step]:
+         report_flags: Sequence[str], rows: str = "") -> list[Step]:
     """The steps in the order a one-at-a-time launcher runs them: all trains, then the reports.
-    A run in ``finished`` (name -> its last step) keeps its train step, marked skipped."""
+    A run in ``finished`` (name -> its last step) keeps its train step, marked skipped. ``rows``
+    (earlier reports' results.csv) joins the all-runs report, so that a grid run over several
+    sessions, whose run folders did not all survive, is reported whole."""
     trains = [Step(f"train_{i}", "train", run.name, tuple(run.train_args()),
                    skip=f"{run.name} is finished at step {finished[run.name]}" if run.name in finished else "")
               for i, run in enumerate(runs)]
@@ -48,7 +50,9 @@ def plan(runs: Sequence[Run], root: Path, *, finished: Mapping[str, int], report
                     after=() if train.skip else (train.id,))
                for i, (run, train) in enumerate(zip(runs, trains))]
     workdirs = ",".join(str(run.workdir) for run in runs)
-    everything = Step("report_all", "report", "all", (f"--workdirs={workdirs}", f"--out={root / 'report'}", *report_flags),
+    earlier = (f"--rows={rows}",) if rows else ()
+    everything = Step("report_all", "report", "all",
+                      (f"--workdirs={workdirs}", *earlier, f"--out={root / 'report'}", *report_flags),
                       after=tuple(step.id for step in reports))
     return trains + reports + [everything]
 

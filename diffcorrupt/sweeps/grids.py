@@ -61,6 +61,7 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
     fixed: tuple[tuple[str, Any], ...] = ()
     report: tuple[str, ...] = ()  # extra `diffcorrupt report` flags (reference, captions)
+    rows: str = ""  # glob of committed results.csv of runs from earlier sessions, for the all-runs report
     doc: str = ""  # what it reproduces and the paper's numbers
 
 
@@ -213,7 +214,7 @@ def subsets(sizes: Iterable[int]) -> Axis:
 MEMORIZATION = Grid(
     "fmnist_memorization", "configs/fmnist.py:memorize",
     (subsets(MEMORIZATION_SIZES), etas(MEMORIZATION_ETAS) + (cep("uniform"), cep("gaussian"))),
-    seeds=SMALL_SEEDS, report=MEMORIZATION_REPORT,
+    seeds=SMALL_SEEDS, report=MEMORIZATION_REPORT, rows="docs/results/fmnist_memorization/*.csv",
     doc="The memorization regime (docs/reproduction.md): pixel DiT-T/4 at 16x16, 20,000 steps, on N = 500, 2,000, 10,000 "
         "class-balanced images (the last needs the 60k training split installed), clean, eta 2.5, 5, 10% and clean "
         "with CEP-U and CEP-G, 3 seeds, every checkpoint scored against the held-out "
