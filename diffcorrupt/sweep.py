@@ -10,8 +10,9 @@ commands as a bash script (``--submit`` runs them on the pod in turn, or submits
 ``--dependency=afterok``). ``--report`` adds ``diffcorrupt report`` per run and over all runs into
 ``<root>/report``; a grid that names committed rows (``Grid.rows``: the results.csv of runs
 trained in earlier sessions) adds them to that last report, so it covers the whole grid.
-``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids are listed in diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it from
-the repository root: grid configs and launch scripts are named relative to it. Rerun a SLURM sweep
+``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids are listed in
+diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it from the
+repository root: grid configs, launch scripts and committed rows are named relative to it. Rerun a SLURM sweep
 only once its jobs have ended: it skips finished runs, not queued ones.
 """
 
