@@ -12,8 +12,8 @@ commands as a bash script (``--submit`` runs them on the pod in turn, or submits
 trained in earlier sessions) adds them to that last report, so it covers the whole grid.
 ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids are listed in
 diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it from the
-repository root: grid configs, launch scripts and committed rows are named relative to it. Rerun a SLURM sweep
-only once its jobs have ended: it skips finished runs, not queued ones.
+repository root: grid configs, launch scripts and committed rows are named relative to it. Rerun
+a SLURM sweep only once its jobs have ended: it skips finished runs, not queued ones.
 """
 
 from __future__ import annotations
