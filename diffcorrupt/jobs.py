@@ -79,13 +79,14 @@ def _quiet_checkpoint_library(record) -> bool:
 
 def _not_an_orbax_task(record) -> bool:
     """asyncio's "exception was never retrieved" for orbax's reads and writes and tensorstore's
-    futures under them (raised in C++: no Python frame), logged as the loop lets them go, after the
-    job's sentence: the same failure again. The jobs' own code starts no asyncio work."""
+    futures under them (raised in C++: no Python frame but asyncio's own wrapper's), logged as the
+    loop lets them go, after the job's sentence: the same failure again. The jobs' own code starts
+    no asyncio work."""
     message = record.getMessage()
     if "/orbax/" in message:
         return False
     frames = traceback.extract_tb(record.exc_info[2]) if record.exc_info else []
-    if "exception was never retrieved" in message and not frames:
+    if "exception was never retrieved" in message and all("/asyncio/" in frame.filename for frame in frames):
         return False
     return not any("/orbax/" in frame.filename for frame in frames)
 

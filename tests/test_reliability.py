@@ -206,7 +206,8 @@ def _failure_in(filename):
     try:
         exec(compile("raise ValueError('OUT_OF_RANGE')", filename, "exec"))
     except ValueError:
-        return sys.exc_info()
+        kind, value, trace = sys.exc_info()
+        return kind, value, trace.tb_next  # the frame in ``filename`` alone, as the loop logs it
 
 
 @pytest.mark.parametrize("message, failure, dropped", [
@@ -214,6 +215,8 @@ def _failure_in(filename):
     ("Task exception was never retrieved\nfuture: <Task coro=<read() running at /venv/orbax/io.py:3>>", None, True),
     ("_GatheringFuture exception was never retrieved", "/work/project/loader.py", False),
     ("Future exception was never retrieved\nfuture: <Future finished exception=ValueError('OUT_OF_RANGE')>", "", True),
+    ("Task exception was never retrieved\nfuture: <Task finished coro=<_wrap_awaitable() done> exception=ValueError('OUT_OF_RANGE')>",
+     "/usr/lib/python3.11/asyncio/tasks.py", True),  # a tensorstore future wrapped in a task
     ("Executing <Task pending> took 0.2 seconds", None, False),
 ])
 def test_asyncio_reports_of_orbax_io_left_behind_are_dropped_and_no_others(message, failure, dropped):
