@@ -81,11 +81,11 @@ def finished_step(run: Run, config: ml_collections.ConfigDict) -> int | None:
         return None
     from diffcorrupt.sampling.restore import saved_run_config
     from diffcorrupt.training.checkpoints import check_compatible
-    from diffcorrupt.training.teacher import pin_teacher_step
+    from diffcorrupt.training.pretrained import pin_steps
 
     saved = saved_run_config(run.workdir, max(steps)).to_dict()
     try:
-        check_compatible(saved, pin_teacher_step(config, saved))
+        check_compatible(saved, pin_steps(config, saved))
     except ConfigError as err:
         raise ConfigError(f"{run.workdir} is finished but was trained with other settings ({err})") from None
     return max(steps)

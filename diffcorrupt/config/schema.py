@@ -14,6 +14,7 @@ TEXT_CORRUPTIONS = ("swap",)
 CHOICES = {
     "data.corruption.kind": CLASS_CORRUPTIONS + TEXT_CORRUPTIONS,
     "data.corruption.mode": ("fixed", "random"),
+    "data.control": ("", "canny", "folder"),
     "data.corruption.prior": ("empirical", "uniform"),
     "model.cep.kind": ("none", "uniform", "gaussian"),
     "model.cep.gaussian_reading": ("std", "variance"),
@@ -24,6 +25,7 @@ CHOICES = {
     "diffusion.loss": ("mse", "hybrid"),
     "sample.sampler": ("ddpm", "ddim", "dpm", "lcm"),
     "distill.loss": ("huber", "l2"),
+    "personalize.method": ("controlnet", "t2i-adapter"),
     "train.lr_schedule": ("constant", "cosine"),
 }
 
@@ -51,6 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_workers = 0  # grain worker processes; 0 reads in the main process.
     config.data.num_threads = 4  # grain reader threads per process.
     config.data.prefetch = 64  # elements buffered ahead per process.
+    # The control image of each example, for personalization (docs/personalization.md): '' = none;
+    # canny = Canny edges (OpenCV, thresholds 100/200) of the example's training pixels (a latent
+    # folder's are read from the dataset it was encoded from); folder = the image named by the
+    # example's index in data.control_dir (segmentation maps or any other control).
+    config.data.control = ""
+    config.data.control_dir = ""
 
     config.data.corruption = ml_collections.ConfigDict()
     config.data.corruption.kind = "symmetric"
@@ -111,6 +119,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.distill.cfg_max = 15.0
     config.distill.loss = "huber"  # huber (pseudo-Huber, sqrt(d^2 + c^2) - c) | l2
     config.distill.huber_c = 0.001  # diffusers' LCM script
+
+    # Personalization (docs/personalization.md): a base turns training into the training of a control
+    # branch (ControlNet or T2I-Adapter) beside the base run's frozen EMA weights, on this config's
+    # data with its data.control images; the base itself is never changed.
+    config.personalize = ml_collections.ConfigDict()
+    config.personalize.base = ""  # the pre-trained run's workdir; '' = ordinary diffusion training
+    config.personalize.base_step = 0  # its checkpoint; 0 = the newest
+    config.personalize.method = "controlnet"  # controlnet (U-Net or DiT) | t2i-adapter (U-Net)
+    config.personalize.copies = 0  # DiT ControlNet: the blocks copied; 0 = half the depth (PixArt-delta: 13 of 28)
 
     config.sample = ml_collections.ConfigDict()
     config.sample.sampler = "dpm"  # ddpm | ddim | dpm (DPM-Solver++(2M)) | lcm (a distilled run's multistep sampler)

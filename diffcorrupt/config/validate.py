@@ -111,8 +111,24 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     if not 0 <= config.train.ema_decay < 1 or not 0 <= config.train.b1 < 1 or not 0 <= config.train.b2 < 1:
         raise ConfigError("config keys 'train.ema_decay', 'train.b1' and 'train.b2' are decay rates; use values in [0, 1)")
     _check_distill(config)
+    _check_personalize(config)
     if not 0 < config.sample.steps <= config.diffusion.num_steps:
         raise ConfigError(f"config key 'sample.steps' is {config.sample.steps}; use 1 to diffusion.num_steps ({config.diffusion.num_steps})")
+
+
+def _check_personalize(config: ml_collections.ConfigDict) -> None:
+    personalize = config.personalize
+    if personalize.base and not config.data.control:
+        raise ConfigError("config key 'personalize.base' is set but 'data.control' is not; set it to 'canny' (edges of "
+                          "each image) or 'folder' (images in data.control_dir), the control the branch learns")
+    if personalize.base and config.distill.teacher:
+        raise ConfigError("config keys 'personalize.base' and 'distill.teacher' are both set; a run either personalizes "
+                          "a base or distils a teacher, set one of them to ''")
+    if personalize.base and config.train.sample_every:
+        raise ConfigError("config key 'train.sample_every' is set on a personalization run, whose previews need control "
+                          "images; set it to 0")
+    if personalize.copies < 0:
+        raise ConfigError(f"config key 'personalize.copies' is {personalize.copies}; use 0 (half the depth) or more")
 
 
 def _check_distill(config: ml_collections.ConfigDict) -> None:

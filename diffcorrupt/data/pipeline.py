@@ -105,8 +105,9 @@ def make_dataset(
         raise ConfigError(f"config key 'data.random_flip' is on, but the latents in '{data.data_dir}' hold no encodings "
                           "of the mirrored images (a mirrored latent is not one); encode again with "
                           "`diffcorrupt encode --flips`, or set data.random_flip=False")
-    preprocess = Preprocess(data.image_size, data.channels, data.random_flip, config.seed,
-                            latent_kind=meta.get("kind", "latent"), scale_factor=meta.get("scale_factor", 1.0))
+    preprocess = Preprocess(meta.get("image_size", data.image_size), meta.get("channels", data.channels),
+                            data.random_flip, config.seed, latent_kind=meta.get("kind", "latent"),
+                            scale_factor=meta.get("scale_factor", 1.0), control=data.control)
     return ds.map(_LoadBatch(source, preprocess))
 
 

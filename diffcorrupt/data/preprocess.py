@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from diffcorrupt.data.control_maps import edge_map, folder_map
 from diffcorrupt.data.keyed_random import derive_key, keyed_uniform
 from diffcorrupt.data.sources.base import Element
 
@@ -57,9 +58,12 @@ class Preprocess:
     """Picklable element transform for grain (worker processes import it by reference)."""
 
     def __init__(self, image_size: int, channels: int, random_flip: bool, seed: int, *, latent_kind: str = "latent",
-                 scale_factor: float = 1.0):
+                 scale_factor: float = 1.0, control: str = ""):
+        """``image_size`` and ``channels``: the pixels' (for latents, those of the encoded images, read
+        only to draw the ``control`` map from)."""
         self.image_size = image_size
         self.channels = channels
+        self.control = control
         self.random_flip = random_flip
         self.latent_kind = latent_kind
         self.scale_factor = scale_factor
@@ -88,11 +92,16 @@ class Preprocess:
             latent = self.posterior_sample(np.asarray(mirrored if flip else element["latent"], np.float32),
                                            element["index"], epoch)
             element["latent"] = latent * np.float32(self.scale_factor)
-        else:
-            image = training_pixels(element["image"], self.image_size, self.channels)
+        if "image" in element:  # for latents: their pixels, read for the control map alone
+            pixels = training_pixels(element.pop("image"), self.image_size, self.channels)
             if flip:
-                image = image[:, ::-1]
-            element["image"] = image.astype(np.float32) / 127.5 - 1.0
+                pixels = pixels[:, ::-1]
+            if "latent" not in element:
+                element["image"] = pixels.astype(np.float32) / 127.5 - 1.0
+            if self.control == "canny":
+                element["control"] = edge_map(pixels)
+        if self.control == "folder":
+            element["control"] = folder_map(element.pop("control_image"), self.image_size, flip)
         element["epoch"] = epoch
         element["flipped"] = flip
         return element

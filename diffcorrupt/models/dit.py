@@ -11,6 +11,8 @@ checkpoints map by name.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -109,9 +111,10 @@ class DiT(nn.Module):
     def num_patches(self) -> int:
         return (self.input_size // self.patch) ** 2
 
-    @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array, train: bool = False,
-                 guidance: jax.Array | None = None) -> jax.Array:
+    def embed(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array, train: bool,
+              guidance: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None]:
+        """(patch tokens with their positions, the adaLN condition, text context and its mask or
+        None twice): what every block reads, shared with the ControlNet copy of the first blocks."""
         batch, size, _, _ = x.shape
         grid = size // self.patch
         patch_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")  # xavier on the flattened kernel
@@ -122,18 +125,31 @@ class DiT(nn.Module):
         x = x.reshape(batch, grid * grid, self.hidden) + jnp.asarray(sincos_2d(self.hidden, grid), self.dtype)
         x = constrain_batch(x)
         c = TimestepEmbedder(self.hidden, guidance_dim=self.guidance_dim, dtype=self.dtype, name="t_embedder")(t, guidance)
-        context = context_mask = None
         if self.num_classes:
             c = c + ClassEmbedder(self.num_classes, self.hidden, self.noise, self.dtype, name="y_embedder")(cond, null_mask, train)
-        else:
-            from diffcorrupt.models.text_encoder import TextEmbedder
+            return x, c, None, None
+        from diffcorrupt.models.text_encoder import TextEmbedder
 
-            context, context_mask = TextEmbedder(self.text_encoder, self.text_max_length, self.noise, self.dtype,
-                                                 self.tokenizer, name="y_embedder")(cond, null_mask, train)
-            context = dense(self.hidden, (None, "embed"), name="y_proj", dtype=self.dtype)(context)
+        context, context_mask = TextEmbedder(self.text_encoder, self.text_max_length, self.noise, self.dtype,
+                                             self.tokenizer, name="y_embedder")(cond, null_mask, train)
+        context = dense(self.hidden, (None, "embed"), name="y_proj", dtype=self.dtype)(context)
+        return x, c, context, context_mask
+
+    def block(self, i: int) -> DiTBlock:
+        return DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, not self.num_classes, self.dtype, name=f"blocks_{i}")
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array, train: bool = False,
+                 guidance: jax.Array | None = None, control: Sequence[jax.Array] = ()) -> jax.Array:
+        """``control``: a ControlNet branch's residuals (``DiTControlNet``), the k-th added to the
+        tokens that leave block k."""
+        batch, size, _, _ = x.shape
+        grid = size // self.patch
+        x, c, context, context_mask = self.embed(x, t, cond, null_mask, train, guidance)
         for i in range(self.depth):
-            x = DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, not self.num_classes, self.dtype,
-                         name=f"blocks_{i}")(x, c, context, context_mask)
+            x = self.block(i)(x, c, context, context_mask)
+            if i < len(control):
+                x = x + control[i].astype(x.dtype)
         x = FinalLayer(self.hidden, self.patch, self.out_channels, self.dtype, name="final_layer")(x, c)
         x = x.reshape(batch, grid, grid, self.patch, self.patch, self.out_channels)
         x = x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, size, size, self.out_channels)

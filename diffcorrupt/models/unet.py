@@ -21,7 +21,7 @@ below, laid over the preset, so that an imported U-Net of any geometry is a conf
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -215,6 +215,16 @@ class Upsample(nn.Module):
         return layers.conv(x.shape[-1], 3, name="conv", dtype=self.dtype, padding=PAD_1)(x)
 
 
+class UNetControl(NamedTuple):
+    """What a control branch adds to a U-Net: ControlNet's residuals, one per skip connection and
+    one for the middle block's output (ControlNet, Zhang et al. 2023), or T2I-Adapter's features,
+    one per level, added to the encoder before the level halves (T2I-Adapter, Mou et al. 2024)."""
+
+    skips: tuple[jax.Array, ...] = ()
+    middle: jax.Array | None = None
+    levels: tuple[jax.Array, ...] = ()
+
+
 class UNet(nn.Module):
     """eps/v-prediction U-Net over NHWC latents, cross-attending to a class or caption embedding.
 
@@ -256,29 +266,39 @@ class UNet(nn.Module):
             context = layers.dense(self.context_dim, (None, "embed"), name="context_proj", dtype=self.dtype)(context)
         return context, mask
 
-    @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array,
-                 train: bool = False, guidance: jax.Array | None = None) -> jax.Array:
+    def embed(self, t: jax.Array, cond: jax.Array, null_mask: jax.Array, train: bool,
+              guidance: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """(timestep embedding, context, context mask): what every block reads."""
         context, context_mask = self.condition(cond, null_mask, train)
         emb = layers.TimestepEmbedder(4 * self.model_channels, frequency_dim=self.model_channels,
                                       guidance_dim=self.guidance_dim, dtype=self.dtype, name="time_embed")(t, guidance)
+        return emb, context, context_mask
 
-        def res_block(channels: int, name: str) -> ResBlock:
-            return ResBlock(channels, self.dropout, self.use_scale_shift_norm, self.dtype, name=name)
+    def res_block(self, channels: int, name: str) -> ResBlock:
+        return ResBlock(channels, self.dropout, self.use_scale_shift_norm, self.dtype, name=name)
 
-        def transformer(channels: int, name: str) -> SpatialTransformer:
-            return SpatialTransformer(self.num_heads, channels // self.num_heads, self.transformer_depth, self.dtype,
-                                      name=name)
+    def transformer(self, channels: int, name: str) -> SpatialTransformer:
+        return SpatialTransformer(self.num_heads, channels // self.num_heads, self.transformer_depth, self.dtype,
+                                  name=name)
 
+    def encode(self, x: jax.Array, emb: jax.Array, context: jax.Array, context_mask: jax.Array | None, train: bool,
+               hint: jax.Array | None = None, levels: Sequence[jax.Array] = ()) -> tuple[jax.Array, list[jax.Array]]:
+        """The input blocks and the middle block: (the middle's output, the skips in order).
+        ``hint``: a ControlNet's embedded control image, added after the first convolution;
+        ``levels``: a T2I-Adapter's features, one per level, added before the level halves."""
         h = layers.conv(self.model_channels, 3, name="input_blocks_0_0", dtype=self.dtype, padding=PAD_1)(
             x.astype(self.dtype))
+        if hint is not None:
+            h = h + hint.astype(h.dtype)
         skips, block, ds = [layers.constrain_batch(h)], 1, 1
         for level, mult in enumerate(self.channel_mult):
-            for _ in range(self.num_res_blocks):
+            for j in range(self.num_res_blocks):
                 channels = mult * self.model_channels
-                h = res_block(channels, f"input_blocks_{block}_0")(h, emb, train)
+                h = self.res_block(channels, f"input_blocks_{block}_0")(h, emb, train)
                 if ds in self.attention_resolutions:
-                    h = transformer(channels, f"input_blocks_{block}_1")(h, context, context_mask)
+                    h = self.transformer(channels, f"input_blocks_{block}_1")(h, context, context_mask)
+                if level < len(levels) and j == self.num_res_blocks - 1:
+                    h = h + levels[level].astype(h.dtype)
                 skips.append(layers.constrain_batch(h))
                 block += 1
             if level != len(self.channel_mult) - 1:
@@ -287,18 +307,30 @@ class UNet(nn.Module):
                 block, ds = block + 1, ds * 2
 
         channels = h.shape[-1]
-        h = res_block(channels, "middle_block_0")(h, emb, train)
-        h = transformer(channels, "middle_block_1")(h, context, context_mask)
-        h = layers.constrain_batch(res_block(channels, "middle_block_2")(h, emb, train))
+        h = self.res_block(channels, "middle_block_0")(h, emb, train)
+        h = self.transformer(channels, "middle_block_1")(h, context, context_mask)
+        return layers.constrain_batch(self.res_block(channels, "middle_block_2")(h, emb, train)), skips
 
-        block = 0
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array, null_mask: jax.Array,
+                 train: bool = False, guidance: jax.Array | None = None, control: UNetControl | None = None) -> jax.Array:
+        """``control``: what a control branch (``UNetControlNet``, ``T2IAdapter``) adds."""
+        control = control or UNetControl()
+        emb, context, context_mask = self.embed(t, cond, null_mask, train, guidance)
+        h, skips = self.encode(x, emb, context, context_mask, train, levels=control.levels)
+        if control.middle is not None:
+            h = h + control.middle.astype(h.dtype)
+        if control.skips:
+            skips = [skip + residual.astype(skip.dtype) for skip, residual in zip(skips, control.skips, strict=True)]
+
+        block, ds = 0, 2 ** (len(self.channel_mult) - 1)
         for level, mult in reversed(list(enumerate(self.channel_mult))):
             for i in range(self.num_res_blocks + 1):
                 channels, sub = mult * self.model_channels, 1
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
-                h = res_block(channels, f"output_blocks_{block}_0")(h, emb, train)
+                h = self.res_block(channels, f"output_blocks_{block}_0")(h, emb, train)
                 if ds in self.attention_resolutions:
-                    h = transformer(channels, f"output_blocks_{block}_{sub}")(h, context, context_mask)
+                    h = self.transformer(channels, f"output_blocks_{block}_{sub}")(h, context, context_mask)
                     sub += 1
                 if level and i == self.num_res_blocks:
                     h = Upsample(self.dtype, name=f"output_blocks_{block}_{sub}")(h)

@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from diffcorrupt.data.control_maps import control_channels
 from diffcorrupt.data.global_batch import batch_sharding
 from diffcorrupt.models.tokenizer import Tokenizer
 
@@ -21,11 +22,22 @@ def input_spec(config: ml_collections.ConfigDict, source) -> tuple[tuple[int, in
     return shape, getattr(source, "num_classes", 0) if source.condition == "class" else 0
 
 
+def control_shape(config: ml_collections.ConfigDict, source) -> tuple[int, int, int] | None:
+    """The shape of the batches' control images (at the pixels' size, for latents too), or None."""
+    if not config.data.control:
+        return None
+    meta = getattr(source, "meta", None) or {}
+    return meta.get("image_size", config.data.image_size), meta.get("image_size", config.data.image_size), \
+        control_channels(config.data.control)
+
+
 def model_batch(batch: dict[str, np.ndarray], tokenizer: Tokenizer | None) -> dict[str, np.ndarray]:
     """The fields the step reads, in the dtypes it expects; captions become tokens here."""
     out = {"corrupted": batch["corrupted"].astype(bool)}
     key = "latent" if "latent" in batch else "image"
     out[key] = batch[key].astype(np.float32)
+    if "control" in batch:
+        out["control"] = batch["control"].astype(np.float32)
     if tokenizer is None:
         out["label"] = batch["label"].astype(np.int32)
     else:
@@ -34,12 +46,14 @@ def model_batch(batch: dict[str, np.ndarray], tokenizer: Tokenizer | None) -> di
 
 
 def abstract_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], tokenizer: Tokenizer | None,
-                   mesh) -> dict[str, jax.ShapeDtypeStruct]:
+                   mesh, control: tuple[int, int, int] | None = None) -> dict[str, jax.ShapeDtypeStruct]:
     """The global batch's shapes, dtypes and sharding: what the step is compiled for."""
     batch, sharding = config.train.batch_size, batch_sharding(mesh)
     spec = lambda shape, dtype: jax.ShapeDtypeStruct((batch, *shape), dtype, sharding=sharding)  # noqa: E731
     data_key = "latent" if config.data.name == "latent_records" else "image"
     out = {"corrupted": spec((), bool), data_key: spec(input_shape, np.float32)}
+    if control is not None:
+        out["control"] = spec(control, np.float32)
     if tokenizer is None:
         out["label"] = spec((), np.int32)
     else:

@@ -50,9 +50,10 @@ _FIXED_GROUPS: dict[str, frozenset[str]] = {
     "model": frozenset(),
     "diffusion": frozenset(),
     "distill": frozenset(),
+    "personalize": frozenset(),
     # Where the files live and how fast they are read do not change what is read; more epochs
     # only extend the same order.
-    "data": frozenset({"data.data_dir", "data.num_workers", "data.num_threads", "data.prefetch", "data.num_epochs"}),
+    "data": frozenset({"data.data_dir", "data.control_dir", "data.num_workers", "data.num_threads", "data.prefetch", "data.num_epochs"}),
     # grad_accum splits the same batch into micro-batches; the rest is bookkeeping.
     "train": frozenset({"train.num_steps", "train.grad_accum", "train.log_every", "train.sample_every"}),
 }

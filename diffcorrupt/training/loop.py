@@ -26,11 +26,11 @@ from diffcorrupt.data.pipeline import corrupted_source, make_iterator
 from diffcorrupt.errors import UserError
 from diffcorrupt.data.global_batch import to_global_batch
 from diffcorrupt.sampling.restore import write_model_spec
-from diffcorrupt.training.batches import input_spec, model_batch
+from diffcorrupt.training.batches import control_shape, input_spec, model_batch
 from diffcorrupt.training.checkpoints import Checkpointer, check_compatible
 from diffcorrupt.training.compiled_run import CompiledRun, compile_run
 from diffcorrupt.training.state import abstract_state
-from diffcorrupt.training.teacher import pin_teacher_step
+from diffcorrupt.training.pretrained import pin_steps
 from diffcorrupt.training.jsonl_writer import JsonlWriter
 from diffcorrupt.training.preview import GRID, preview_conditions, write_preview
 
@@ -85,7 +85,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
                                     keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
         latest = checkpointer.latest_step()
         saved = None if latest is None else checkpointer.saved_config()
-        config = pin_teacher_step(config, saved)
+        config = pin_steps(config, saved)
         if saved is not None:
             check_compatible(saved, config, allow=allow_config_change)
             if latest >= config.train.num_steps:  # finished: no compile, no data, nothing written
@@ -95,7 +95,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
                         "compile_s": 0.0}
     view = corrupted_source(config)
     input_shape, num_classes = input_spec(config, view.source)
-    run = compile_run(config, input_shape, num_classes)
+    run = compile_run(config, input_shape, num_classes, control_shape(config, view.source))
     if aot_only:
         return _aot_report(run)
     meta = getattr(view.source, "meta", None) or {}

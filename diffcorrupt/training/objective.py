@@ -19,6 +19,8 @@ from diffcorrupt.diffusion.losses import training_losses
 from diffcorrupt.diffusion.schedules import Schedule
 
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+# (params, x_t, t, condition, null mask, batch, rngs) -> the model's output
+Forward = Callable[[Any, jax.Array, jax.Array, jax.Array, jax.Array, dict[str, jax.Array], dict], jax.Array]
 
 
 def condition_key(model: nn.Module) -> str:
@@ -26,10 +28,18 @@ def condition_key(model: nn.Module) -> str:
     return "label" if model.num_classes else "tokens"
 
 
-def make_loss_fn(model: nn.Module, schedule: Schedule, config: ml_collections.ConfigDict) -> LossFn:
+def make_loss_fn(model: nn.Module, schedule: Schedule, config: ml_collections.ConfigDict,
+                 forward: Forward | None = None) -> LossFn:
     """loss_fn(params, batch, rng) -> (mean loss, metrics); batch holds 'image' or 'latent', the
-    condition ('label' or 'tokens') and optionally the pipeline's 'corrupted' flags."""
+    condition ('label' or 'tokens') and optionally the pipeline's 'corrupted' flags and 'control'
+    images. ``forward`` computes the prediction from ``params`` (default: ``model`` in training
+    mode); a personalization passes the frozen base called with its control branch."""
     diffusion = config.diffusion
+
+    def train_forward(params, x_t, t, cond, null_mask, batch, rngs):
+        return model.apply({"params": params}, x_t, t, cond, null_mask, train=True, rngs=rngs)
+
+    forward = forward or train_forward
 
     def loss_fn(params, batch, rng):
         drop_key, loss_key, cep_key, dropout_key = jax.random.split(rng, 4)
@@ -38,8 +48,7 @@ def make_loss_fn(model: nn.Module, schedule: Schedule, config: ml_collections.Co
         null_mask = jax.random.bernoulli(drop_key, config.model.label_drop, (x0.shape[0],))
 
         def model_fn(x_t, t):
-            return model.apply({"params": params}, x_t, t, cond, null_mask, train=True,
-                               rngs={"cep": cep_key, "dropout": dropout_key})
+            return forward(params, x_t, t, cond, null_mask, batch, {"cep": cep_key, "dropout": dropout_key})
 
         losses = training_losses(model_fn, x0, loss_key, schedule, prediction=diffusion.prediction,
                                  learned_sigma=config.model.learned_sigma, loss=diffusion.loss,

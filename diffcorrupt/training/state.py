@@ -36,12 +36,20 @@ class TrainState:
 
 
 def create_state(model: nn.Module, optimizer: optax.GradientTransformation, input_shape: tuple[int, int, int],
-                 seed: int, mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState]:
-    """(state, shardings): parameters initialised from ``seed``, sharded by ``rules`` over ``mesh``."""
+                 seed: int, mesh: Mesh, rules: Rules,
+                 control_shape: tuple[int, int, int] | None = None) -> tuple[TrainState, TrainState]:
+    """(state, shardings): parameters initialised from ``seed``, sharded by ``rules`` over ``mesh``;
+    with ``control_shape``, ``model`` is a control branch reading control images of that shape."""
+    if control_shape is None:
+        inputs = example_inputs(model, input_shape, batch=1)
+    else:
+        from diffcorrupt.models.control_branch import example_branch_inputs
+
+        inputs = example_branch_inputs(model, input_shape, control_shape)
 
     def init() -> TrainState:
         init_key, run_key = jax.random.split(jax.random.key(seed))
-        params = model.init({"params": init_key}, *example_inputs(model, input_shape, batch=1))["params"]
+        params = model.init({"params": init_key}, *inputs)["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=optimizer.init(params),
             rng=jax.random.key_data(run_key), first_nonfinite_step=jnp.full((), -1, jnp.int32),

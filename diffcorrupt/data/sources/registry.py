@@ -39,9 +39,10 @@ def _need_size(data: ml_collections.ConfigDict) -> int:
 def make_source(data: ml_collections.ConfigDict) -> Source:
     """Opens the configured dataset (split, folder or size as the config says), restricted to
     ``data.subset`` where that names one."""
+    from diffcorrupt.data.sources.controls import with_controls
     from diffcorrupt.data.sources.subset import make_subset
 
-    return make_subset(_open(data), data.subset)
+    return make_subset(with_controls(_open(data), data), data.subset)
 
 
 def _open(data: ml_collections.ConfigDict) -> Source:

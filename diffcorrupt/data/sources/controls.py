@@ -1,0 +1,109 @@
+"""What a personalization run reads beside each example to draw its control image from: the
+example's pixels where the data are pre-encoded latents, or its control image from a user folder.
+
+Both are read by the example's index in the whole split, before ``data.subset`` renumbers it, so
+a subset of latents gets the pixels and control images of the same examples. The pixels of a
+latent folder come from the dataset its ``encoding.json`` says it was encoded from.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Callable
+
+import ml_collections
+
+from diffcorrupt.data.sources.base import ClassSource, Element, Source, TextSource
+from diffcorrupt.data.sources.folders import IMAGE_SUFFIXES, _shown, decoded
+from diffcorrupt.errors import ConfigError, DataError
+
+ENCODING_PLAN = "encoding.json"  # written by `diffcorrupt encode` (data/latent_encoding.py)
+
+Reader = Callable[[int], Element]
+
+
+def pixel_dataset(data_dir: str) -> ml_collections.ConfigDict:
+    """The ``data`` config of the pixel dataset a latent folder was encoded from."""
+    path = pathlib.Path(data_dir) / ENCODING_PLAN
+    try:
+        dataset = json.loads(path.read_text())["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"data.control needs the pixels of the latents in '{data_dir}', but its {ENCODING_PLAN} "
+                        "(which names the dataset they were encoded from) is missing or unreadable; encode them "
+                        "again with `diffcorrupt encode`") from None
+    return ml_collections.ConfigDict({"subset": "", "control": "", "control_dir": "", **dataset})
+
+
+class _Pixels:
+    def __init__(self, data_dir: str):
+        from diffcorrupt.data.sources.registry import make_source
+
+        self.source = make_source(pixel_dataset(data_dir))
+
+    def __call__(self, index: int) -> Element:
+        return {"image": self.source[index]["image"]}
+
+
+class _ControlFolder:
+    """One image per example, named by its index in the split (``17.png``; any image suffix)."""
+
+    def __init__(self, folder: str, count: int):
+        root = pathlib.Path(folder)
+        if not folder or not root.is_dir():
+            raise ConfigError(f"config key 'data.control_dir' is '{_shown(folder)}', which is no folder; point it at "
+                              "a folder of control images named by example index (0.png, 1.png, ...)")
+        self.paths = {int(p.stem): p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit()}
+        missing = [i for i in range(count) if i not in self.paths]
+        if missing:
+            raise DataError(f"data.control_dir '{_shown(folder)}' has no control image for example {missing[0]} "
+                            f"({len(missing)} of {count} are missing); add {missing[0]}.png and the rest")
+
+    def __call__(self, index: int) -> Element:
+        return {"control_image": decoded(self.paths[index], "RGB")}
+
+
+def with_controls(source: Source, data: ml_collections.ConfigDict) -> Source:
+    """``source`` with what ``data.control`` draws from added to every element."""
+    readers: list[Reader] = []
+    if data.control == "canny" and data.name == "latent_records":
+        readers.append(_Pixels(data.data_dir))
+    if data.control == "folder":
+        readers.append(_ControlFolder(data.control_dir, len(source)))
+    if not readers:
+        return source
+    kind = _ClassWithControls if isinstance(source, ClassSource) else _TextWithControls
+    return kind(source, readers)
+
+
+class _WithControls:
+    def __init__(self, source: Source, readers: list[Reader]):
+        self.source = source
+        self.readers = readers
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Element:
+        element = dict(self.source[index])
+        for read in self.readers:
+            element.update(read(index))
+        return element
+
+    def __getattr__(self, name: str):
+        if name in ("source", "readers"):  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+
+class _ClassWithControls(_WithControls, ClassSource):
+    def labels(self):
+        return self.source.labels()
+
+    def default_groups(self) -> list[list[int]] | None:
+        return self.source.default_groups()
+
+
+class _TextWithControls(_WithControls, TextSource):
+    def caption(self, index: int) -> str:
+        return self.source.caption(index)
