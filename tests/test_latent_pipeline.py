@@ -115,3 +115,19 @@ def test_bad_inputs(autoencoder, tmp_path):
     with pytest.raises(UserError, match="not empty"):
         encode_dataset(DATA, autoencoder, tmp_path / "full")
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+def test_control_maps_of_latents_are_the_edges_of_the_images_they_encode(latents):
+    from diffcorrupt.data.edges import canny_edges
+    from diffcorrupt.data.pipeline import make_iterator
+
+    config = load_config("configs/shapes.py:tiny", ["data.name=latent_records", f"data.data_dir={latents}",
+                                                    "data.num_examples=0", "data.control=canny", "data.subset=[100:116]",
+                                                    "data.shuffle=false", "train.batch_size=16"])
+    batch = next(make_iterator(config))
+    assert batch["latent"].shape == (16, 4, 4, 4) and batch["control"].shape == (16, 16, 16, 1)
+    pixels = make_source(DATA)
+    for row, control in enumerate(batch["control"]):
+        expected = canny_edges(training_pixels(pixels[100 + row]["image"], DATA.image_size, DATA.channels))
+        np.testing.assert_array_equal(control[..., 0], expected.astype(np.float32))
+    assert "image" not in batch  # the pixels were read for the edges alone

@@ -237,7 +237,8 @@ class StateReader:
         from diffcorrupt.models.registry import model_from_config
         from diffcorrupt.parallel.mesh import make_mesh
         from diffcorrupt.parallel.sharding import rules_from_config
-        from diffcorrupt.training.batches import input_spec
+        from diffcorrupt.models.control_branch import make_control
+        from diffcorrupt.training.batches import control_shape, input_spec
         from diffcorrupt.training.optimizer import make_optimizer
         from diffcorrupt.training.state import abstract_state, create_state
 
@@ -249,8 +250,13 @@ class StateReader:
         self.view = corrupted_source(self.config)
         shape, num_classes = input_spec(self.config, self.view.source)
         model = model_from_config(self.config, shape, num_classes)
+        branch = None
+        if self.config.personalize.base:  # the state is the control branch's
+            model = make_control(self.config.personalize.method, model, shape[0], self.config.personalize.copies)
+            branch = control_shape(self.config, self.view.source)
         optimizer = make_optimizer(self.config.train)[0]
-        state, _ = create_state(model, optimizer, shape, self.config.seed, mesh, rules_from_config(self.config.mesh.rules))
+        state, _ = create_state(model, optimizer, shape, self.config.seed, mesh, rules_from_config(self.config.mesh.rules),
+                                branch)
         self.abstract = abstract_state(state)
 
     def latest(self, workdir: Path) -> tuple[int, Any, dict]:

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from diffcorrupt.config.loading import flat_keys
 from diffcorrupt.errors import ConfigError
-from diffcorrupt.sampling.restore import newest_step, restore_ema
+from diffcorrupt.sampling.restore import newest_step, restore_ema, saved_run_config
 from diffcorrupt.training.state import TrainState
 
 # What a run must share with the run it reads for those weights and outputs to mean the same.
@@ -58,11 +58,11 @@ def load_pretrained(which: tuple[str, str, str], config: ml_collections.ConfigDi
     run_key, step_key, role = which
     flat = flat_keys(config)
     where = flat[run_key]
-    restored = restore_ema(where, mesh, flat[step_key] or None)
-    saved = flat_keys(restored.config)
+    saved = flat_keys(saved_run_config(where, flat[step_key] or None))
     for marker, kind in (("distill.teacher", "distilled"), ("personalize.base", "personalized")):
         if saved.get(marker):
             raise ConfigError(f"{run_key} {where} is itself a {kind} run; give the workdir of a diffusion run")
+    restored = restore_ema(where, mesh, flat[step_key] or None)
     for key in SHARED_KEYS:
         if saved[key] != flat[key]:
             raise ConfigError(f"config key '{key}' is {flat[key]!r} but the {role} {where} was trained with "

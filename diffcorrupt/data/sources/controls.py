@@ -1,8 +1,9 @@
 """What a personalization run reads beside each example to draw its control image from: the
 example's pixels where the data are pre-encoded latents, or its control image from a user folder.
 
-Both are read by the example's index in the whole split, before ``data.subset`` renumbers it, so
-a subset of latents gets the pixels and control images of the same examples. The pixels of a
+Both are read by the example's index in the whole split, not its number in a ``data.subset``, so
+a subset of latents gets the pixels and control images of the same examples, and a control folder
+needs images only for the examples the subset holds. The pixels of a
 latent folder come from the dataset its ``encoding.json`` says it was encoded from.
 """
 
@@ -13,6 +14,7 @@ import pathlib
 from typing import Callable
 
 import ml_collections
+import numpy as np
 
 from diffcorrupt.data.sources.base import ClassSource, Element, Source, TextSource
 from diffcorrupt.data.sources.folders import IMAGE_SUFFIXES, _shown, decoded
@@ -48,38 +50,41 @@ class _Pixels:
 class _ControlFolder:
     """One image per example, named by its index in the split (``17.png``; any image suffix)."""
 
-    def __init__(self, folder: str, count: int):
+    def __init__(self, folder: str, indices: np.ndarray):
         root = pathlib.Path(folder)
         if not folder or not root.is_dir():
             raise ConfigError(f"config key 'data.control_dir' is '{_shown(folder)}', which is no folder; point it at "
                               "a folder of control images named by example index (0.png, 1.png, ...)")
         self.paths = {int(p.stem): p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit()}
-        missing = [i for i in range(count) if i not in self.paths]
+        missing = [int(i) for i in indices if int(i) not in self.paths]
         if missing:
             raise DataError(f"data.control_dir '{_shown(folder)}' has no control image for example {missing[0]} "
-                            f"({len(missing)} of {count} are missing); add {missing[0]}.png and the rest")
+                            f"({len(missing)} of {len(indices)} are missing); add {missing[0]}.png and the rest")
 
     def __call__(self, index: int) -> Element:
         return {"control_image": decoded(self.paths[index], "RGB")}
 
 
 def with_controls(source: Source, data: ml_collections.ConfigDict) -> Source:
-    """``source`` with what ``data.control`` draws from added to every element."""
+    """``source`` (a ``data.subset`` of the split, or all of it) with what ``data.control`` draws
+    from added to every element."""
+    indices = np.asarray(getattr(source, "indices", np.arange(len(source))), np.int64)  # in the whole split
     readers: list[Reader] = []
     if data.control == "canny" and data.name == "latent_records":
         readers.append(_Pixels(data.data_dir))
     if data.control == "folder":
-        readers.append(_ControlFolder(data.control_dir, len(source)))
+        readers.append(_ControlFolder(data.control_dir, indices))
     if not readers:
         return source
     kind = _ClassWithControls if isinstance(source, ClassSource) else _TextWithControls
-    return kind(source, readers)
+    return kind(source, readers, indices)
 
 
 class _WithControls:
-    def __init__(self, source: Source, readers: list[Reader]):
+    def __init__(self, source: Source, readers: list[Reader], indices: np.ndarray):
         self.source = source
         self.readers = readers
+        self.split_indices = indices
 
     def __len__(self) -> int:
         return len(self.source)
@@ -87,11 +92,11 @@ class _WithControls:
     def __getitem__(self, index: int) -> Element:
         element = dict(self.source[index])
         for read in self.readers:
-            element.update(read(index))
+            element.update(read(int(self.split_indices[index])))
         return element
 
     def __getattr__(self, name: str):
-        if name in ("source", "readers"):  # not yet set (unpickling): no recursion
+        if name in ("source", "readers", "split_indices"):  # not yet set (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.source, name)
 

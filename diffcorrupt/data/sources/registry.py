@@ -42,7 +42,7 @@ def make_source(data: ml_collections.ConfigDict) -> Source:
     from diffcorrupt.data.sources.controls import with_controls
     from diffcorrupt.data.sources.subset import make_subset
 
-    return make_subset(with_controls(_open(data), data), data.subset)
+    return with_controls(make_subset(_open(data), data.subset), data)
 
 
 def _open(data: ml_collections.ConfigDict) -> Source:

@@ -1,0 +1,90 @@
+"""Personalization as a mode of the train job: a control branch trained beside a pre-trained run's
+frozen EMA weights, resumed bitwise after kill -9, the base never written to, and a base that does
+not fit refused in one sentence."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffcorrupt.config.loading import load_config
+from diffcorrupt.config.validate import validate
+from diffcorrupt.errors import ConfigError
+from diffcorrupt.sampling.restore import saved_run_config
+from diffcorrupt.training.loop import train
+from train_runs import REPO, SMALL, assert_identical, env_with_devices, restore_state, wait_for
+
+PERSONALIZE = ["--config.data.control=canny", "--config.model.label_drop=0", "--config.train.num_steps=20",
+               "--config.checkpoint.every_steps=5", "--config.train.lr=1e-3"]
+
+
+def _run(workdir, *flags, devices=1):
+    subprocess.run([sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *flags], cwd=REPO,
+                   env=env_with_devices(devices), check=True, capture_output=True)
+
+
+def _fingerprint(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("personalize") / "base"
+    _run(workdir, "--config.train.num_steps=10")
+    return workdir
+
+
+def test_personalization_resumes_bitwise_after_kill_9_and_never_writes_to_its_base(base, tmp_path):
+    before = _fingerprint(base)
+    flags = [f"--config.personalize.base={base}", *PERSONALIZE]
+
+    def command(workdir):
+        return [sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *flags]
+
+    subprocess.run(command(tmp_path / "straight"), cwd=REPO, env=env_with_devices(2), check=True, capture_output=True)
+    process = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, env=env_with_devices(2),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(tmp_path / "killed" / "checkpoints" / "10" / "commit_success.txt", process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    resumed = subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env_with_devices(2), capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert 10 <= summary["first_step"] < 20 and summary["last_step"] == 20
+    state_a, batch_a = restore_state(tmp_path / "straight", 20, flags)
+    state_b, batch_b = restore_state(tmp_path / "killed", 20, flags)
+    assert_identical(state_a, state_b)
+    assert_identical(batch_a, batch_b)
+    assert _fingerprint(base) == before  # read, never written
+
+    # The state is the branch's alone: DiT-T's first 3 blocks, their projections and the hint embedder.
+    assert {name for name in state_a.params if name.startswith("blocks_")} == {"blocks_0", "blocks_1", "blocks_2"}
+    assert "final_layer" not in state_a.params and "hint_embedder" in state_a.params
+    assert all(np.any(state_a.params[f"after_proj_{i}"]["kernel"]) for i in range(3))  # they left zero: it learns
+    assert np.array_equal(batch_a["control"][..., 0] > 0, batch_a["control"][..., 0] == 1)
+    assert saved_run_config(tmp_path / "straight").personalize.base_step == 10  # "the newest", pinned
+
+
+def test_a_base_that_does_not_fit_is_refused_in_one_sentence(base, tmp_path):
+    def config(*overrides):
+        flags = [a[len("--config."):] for a in SMALL[1:] + PERSONALIZE] + list(overrides)
+        return load_config(SMALL[0].split("=", 1)[1], flags)
+
+    with pytest.raises(ConfigError, match="'model.name' is 'DiT-T/4' but the base .* 'DiT-T/8'"):
+        train(config(f"personalize.base={base}", "model.name=DiT-T/4"), str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="'personalize.base' is set but 'data.control' is not"):
+        validate(config(f"personalize.base={base}", "data.control="), check_data=False)
+    with pytest.raises(ConfigError, match="T2I-Adapter adds features to a U-Net's encoder"):
+        train(config(f"personalize.base={base}", "personalize.method=t2i-adapter"), str(tmp_path / "b"))
+    _run(tmp_path / "personalized", f"--config.personalize.base={base}", *PERSONALIZE[:-3],
+         "--config.train.num_steps=2")
+    with pytest.raises(ConfigError, match="itself a personalized run; give the workdir of a diffusion run"):
+        train(config(f"personalize.base={tmp_path / 'personalized'}"), str(tmp_path / "c"))
+    assert not list(tmp_path.glob("[abc]/checkpoints/[0-9]*"))  # nothing was trained
