@@ -2,13 +2,15 @@
 
   diffcorrupt sample --workdir=DIR [--step=N] [--num_samples=N] [--sampler=ddpm|ddim|dpm|lcm] [--steps=N]
                      [--cfg_scale=S[,S2,...]] [--eta=E] [--seed=S] [--batch_size=B] [--captions=FILE]
-                     [--out=DIR] [--mesh=DATA,FSDP,TENSOR] [--autoencoder=DIR]
+                     [--out=DIR] [--mesh=DATA,FSDP,TENSOR] [--autoencoder=DIR] [--controls=dataset[:SPLIT[:SUBSET]]]
 
 Defaults come from the run's saved config (``sample.*``). Each guidance scale gets its own folder
 ``<out>/<sampler><steps>-cfg<scale>-seed<seed>/`` (default out: ``<workdir>/eval/step_<N>``) with
 ``samples_*.npz`` shards in the ADM layout, ``settings.json`` (every setting, the checkpoint, the
 quantisation) and ``grid.png``. Starting the same command again resumes from the shards already
-written, and asking for more samples extends the set: sample j depends only on (seed, j).
+written, and asking for more samples extends the set: sample j depends only on (seed, j). A
+personalized run is sampled with the control images (and labels or captions) of ``--controls``,
+stored beside the samples (``control``, uint8) for ``evaluate`` to measure their fidelity.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from diffcorrupt.output_paths import output_folder
 from diffcorrupt.parallel.distributed import initialize_from_environment
 from diffcorrupt.parallel.mesh import make_mesh
 from diffcorrupt.report.figures import save_tiled
-from diffcorrupt.sampling.generate import SampleSettings, conditions, make_generator, parallel_batch
+from diffcorrupt.sampling.controls import ControlSet
+from diffcorrupt.sampling.generate import SampleSettings, conditions, controlled_conditions, make_generator, parallel_batch
 from diffcorrupt.sampling.quantise import QUANTISATION
 from diffcorrupt.sampling.restore import RestoredModel, restore_ema
 from diffcorrupt.sampling.shards import done_indices, first_images, prepare_directory, write_shard
@@ -60,6 +63,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes of the sampling mesh")
     parser.add_argument("--autoencoder", default=None, help="latent runs: decode with this autoencoder folder "
                         "instead of the one recorded at training")
+    parser.add_argument("--controls", default=None, help="personalized runs: the examples whose control images "
+                        "and labels sample j takes (j mod N), as dataset[:split[:subset]], e.g. dataset:test")
     flags = parser.parse_args(argv)
     initialize_from_environment()
     jobs.log_progress()
@@ -76,6 +81,7 @@ def sample_run(flags) -> list[dict]:
     if flags.autoencoder:
         check_autoencoder_folder(flags.autoencoder, "--autoencoder")
     restored = restore_ema(flags.workdir, mesh, flags.step, flags.autoencoder)
+    controls = _control_set(flags.controls, restored)
     defaults = restored.config.sample
     num_samples = _given(flags.num_samples, defaults.num_samples)
     batch_size = _given(flags.batch_size, defaults.batch_size)
@@ -85,12 +91,25 @@ def sample_run(flags) -> list[dict]:
         settings = SampleSettings(sampler=flags.sampler or defaults.sampler, steps=_given(flags.steps, defaults.steps),
                                   cfg_scale=scale, eta=_given(flags.eta, defaults.eta), seed=flags.seed)
         records.append(_sample_one(restored, settings, mesh, num_samples, batch_size, captions, out / settings.name,
-                                   flags.workdir, flags.captions))
+                                   flags.workdir, flags.captions, controls))
     return records
 
 
+def _control_set(spec: str | None, restored: RestoredModel) -> ControlSet | None:
+    if restored.base is None:
+        if spec is not None:
+            raise UserError(f"--controls={spec}: this run was not personalized (it has no personalize.base), so it "
+                            "takes no control images; drop --controls")
+        return None
+    if spec is None:
+        raise UserError("this run is personalized; pass --controls=dataset[:split[:subset]] (e.g. dataset:test), the "
+                        "examples whose control images and labels to sample with")
+    return ControlSet(spec, restored.config.data)
+
+
 def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_samples: int, batch_size: int,
-                captions: list[str] | None, directory: Path, workdir: str, captions_path: str | None) -> dict:
+                captions: list[str] | None, directory: Path, workdir: str, captions_path: str | None,
+                controls: ControlSet | None = None) -> dict:
     _check_settings(settings, restored, captions)
     captions_file = None if captions is None else {"name": Path(captions_path).name, "count": len(captions),
                                                    "sha256": hashlib.sha256("\n".join(captions).encode()).hexdigest()}
@@ -98,7 +117,7 @@ def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_sam
         "workdir": str(Path(workdir).absolute()), "step": restored.step, "config_hash": config_hash(restored.config),
         "model": restored.config.model.name, "sampler": settings.sampler, "steps": settings.steps,
         "cfg_scale": settings.cfg_scale, "eta": settings.eta, "seed": settings.seed, "num_samples": num_samples,
-        "conditions": "class j mod C" if restored.num_classes else "caption j mod len(captions)",
+        "conditions": _conditions_text(restored, controls),
         "num_classes": restored.num_classes, "captions_file": captions_file, "quantisation": QUANTISATION,
         "layout": "arr_0 uint8 NHWC, arr_1 int32 labels, index int64 sample numbers",
     }
@@ -115,12 +134,16 @@ def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_sam
     for first in range(0, len(todo), batch_size):
         indices = todo[first:first + batch_size]
         padded = np.concatenate([indices, np.repeat(indices[-1:], padded_batch - len(indices))])
-        cond = conditions(restored, padded, captions)
-        images = generate(padded, cond.model_input)[:len(indices)]
+        if controls is None:
+            cond, hints = conditions(restored, padded, captions), None
+        else:
+            cond, hints = controlled_conditions(restored, controls, padded)
+        images = generate(padded, cond.model_input, hints)[:len(indices)]
         if main_process:
             write_shard(directory, indices, images,
                         None if cond.labels is None else cond.labels[:len(indices)],
-                        None if cond.captions is None else cond.captions[:len(indices)])
+                        None if cond.captions is None else cond.captions[:len(indices)],
+                        None if hints is None else np.round(hints[:len(indices)] * 255).astype(np.uint8))
         logging.info("%s: %d of %d samples", directory.name, num_samples - len(todo) + first + len(indices), num_samples)
     seconds = time.perf_counter() - start
     if main_process:
@@ -129,9 +152,16 @@ def _sample_one(restored: RestoredModel, settings: SampleSettings, mesh, num_sam
             "cfg_scale": settings.cfg_scale, "images_per_s": round(len(todo) / seconds, 2) if len(todo) else None}
 
 
+def _conditions_text(restored: RestoredModel, controls: ControlSet | None) -> str:
+    if controls is not None:
+        condition = "label" if restored.num_classes else "caption"
+        return f"the control image and {condition} of example j mod {len(controls)} of {controls.spec}"
+    return "class j mod C" if restored.num_classes else "caption j mod len(captions)"
+
+
 def _check_settings(settings: SampleSettings, restored: RestoredModel, captions: list[str] | None) -> None:
     """Everything that can be refused is refused before the output folder is touched."""
-    if not restored.num_classes and not captions:
+    if not restored.num_classes and not captions and restored.base is None:  # a personalized run's come with its controls
         raise UserError("this run is text-conditional; pass --captions=FILE with one caption per line")
     num_steps = restored.config.diffusion.num_steps
     if not 1 <= settings.steps <= num_steps:

@@ -166,12 +166,7 @@ def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: in
         if data_config is None:
             raise UserError(f"--reference={spec} needs the run's config: evaluate a folder written by `diffcorrupt "
                             "sample` (its settings.json names the run) or pass --config")
-        data = ml_collections.ConfigDict(data_config.to_dict())
-        split, _, subset = rest.partition(":")
-        if rest:  # a named split is the whole split unless a subset follows it
-            data.split, data.subset = split or data.split, subset
-            if subset:
-                parse_subset(subset, f"the subset of --reference={spec}")
+        data = dataset_config(spec, data_config, "--reference")
         parts = {k: data[k] for k in ("name", "split", "subset", "data_dir", "image_size", "channels", "num_examples")}
         parts.update(count=count, labels=True)
         return f"{data.name}-{data.split}-{data.image_size}px", parts, lambda: _dataset_loader(data, count)
@@ -182,6 +177,18 @@ def _resolve(spec: str, data_config: ml_collections.ConfigDict | None, count: in
     stat = path.stat()
     parts = {"path": str(path.absolute()), "size": stat.st_size, "mtime": stat.st_mtime, "count": count, "labels": True}
     return path.stem, parts, lambda: _file_loader(read_samples(path), count)
+
+
+def dataset_config(spec: str, data_config: ml_collections.ConfigDict, flag: str) -> ml_collections.ConfigDict:
+    """The ``data`` config of a ``dataset[:split[:subset]]`` spec, given as ``flag``: the run's own,
+    or a named split, whole unless a subset follows it."""
+    data = ml_collections.ConfigDict(data_config.to_dict())
+    split, _, subset = spec.partition(":")[2].partition(":")
+    if split or subset:
+        data.split, data.subset = split or data.split, subset
+        if subset:
+            parse_subset(subset, f"the subset of {flag}={spec}")
+    return data
 
 
 def _file_loader(samples, count: int | None):

@@ -46,13 +46,19 @@ class RestoredModel:
     schedule: Schedule
     rules: Rules
     autoencoder: LoadedAutoencoder | None = None  # decodes the samples of a latent model
+    base: "RestoredModel | None" = None  # a personalized run's frozen base; ``model`` is then its control branch
+    control_shape: tuple[int, int, int] | None = None  # a personalized run's control images
 
 
-def write_model_spec(workdir: Path, input_shape: tuple[int, ...], num_classes: int, autoencoder: str | None) -> None:
-    """Records the model's input shape, class count and (for a latent model) the autoencoder that
-    made its latents, which the config alone does not fix (they come from the dataset), so that
-    sampling never needs the training data."""
+def write_model_spec(workdir: Path, input_shape: tuple[int, ...], num_classes: int, autoencoder: str | None,
+                     control_shape: tuple[int, ...] | None = None) -> None:
+    """Records the model's input shape, class count, (for a latent model) the autoencoder that
+    made its latents and (for a personalized run) the shape of its control images, which the
+    config alone does not fix (they come from the dataset), so that sampling never needs the
+    training data."""
     spec = {"input_shape": list(input_shape), "num_classes": num_classes, "autoencoder": autoencoder}
+    if control_shape is not None:
+        spec["control_shape"] = list(control_shape)
     (workdir / MODEL_SPEC).write_text(json.dumps(spec) + "\n")
 
 
@@ -63,11 +69,21 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None,
     workdir = Path(workdir)
     manager, step = _open(workdir, step)
     config = _read_config(manager, step)
-    input_shape, num_classes, recorded = _model_spec(workdir, config)
+    input_shape, num_classes, recorded, control_shape = _model_spec(workdir, config)
     autoencoder = autoencoder or recorded
     model = model_from_config(config, input_shape, num_classes)
+    inputs, base = example_inputs(model, input_shape), None
+    if config.personalize.base:  # the checkpoint holds the control branch; the base is read from its own run
+        from diffcorrupt.models.control_branch import example_branch_inputs, make_control
+
+        if control_shape is None:
+            raise UserError(f"{workdir} is a personalized run whose {MODEL_SPEC} records no control_shape; "
+                            "train it on with this version of diffcorrupt")
+        model = make_control(config.personalize.method, model, input_shape[0], config.personalize.copies)
+        inputs = example_branch_inputs(model, input_shape, control_shape)
+        base = restore_ema(config.personalize.base, mesh, config.personalize.base_step or None, autoencoder)
     rules = rules_from_config(config.mesh.rules)
-    abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"])
+    abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *inputs)["params"])
     shardings = variable_shardings(abstract, mesh, rules)
     target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
                           nn.meta.unbox(abstract), shardings)
@@ -82,7 +98,7 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None,
     tokenizer = None if num_classes else tokenizer_from_config(config.model)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
     return RestoredModel(config, step, model, restored.state["ema_params"], input_shape, num_classes, tokenizer,
-                         schedule, rules, _autoencoder(autoencoder, config))
+                         schedule, rules, _autoencoder(autoencoder, config), base, control_shape)
 
 
 def saved_run_config(workdir: str | Path, step: int | None = None) -> ml_collections.ConfigDict:
@@ -161,18 +177,21 @@ def _config_from_saved(saved: dict) -> ml_collections.ConfigDict:
     return config
 
 
-def _model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int, str | None]:
+def _model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int, str | None,
+                                                                          tuple[int, int, int] | None]:
     spec_path = workdir / MODEL_SPEC
     if spec_path.is_file():
         spec = json.loads(spec_path.read_text())
-        return tuple(spec["input_shape"]), int(spec["num_classes"]), spec.get("autoencoder")
+        control = spec.get("control_shape")
+        return (tuple(spec["input_shape"]), int(spec["num_classes"]), spec.get("autoencoder"),
+                None if control is None else tuple(control))
     # A run written before the train job recorded its model spec: ask the dataset.
     from diffcorrupt.data.sources.registry import make_source
     from diffcorrupt.training.batches import input_spec
 
     source = make_source(config.data)
     meta = getattr(source, "meta", None) or {}
-    return (*input_spec(config, source), (meta.get("autoencoder") or {}).get("path"))
+    return (*input_spec(config, source), (meta.get("autoencoder") or {}).get("path"), None)
 
 
 def _autoencoder(path: str | None, config: ml_collections.ConfigDict) -> LoadedAutoencoder | None:

@@ -2,7 +2,7 @@
 
 Each global batch becomes ``samples_<first index>.npz`` holding ``arr_0`` (uint8 NHWC images, the
 ADM evaluator's layout), ``arr_1`` (int32 class labels; absent for captions), ``captions`` (text
-runs) and ``index`` (the sample numbers j). A shard is written to a temporary name and renamed,
+runs), ``control`` (a personalized run's control images, uint8) and ``index`` (the sample numbers j). A shard is written to a temporary name and renamed,
 so a shard that exists is whole; on resume the samples whose index is in a readable shard are
 kept and only the rest are generated. A shard that does not read back (a copy cut short) is set
 aside as ``*.unreadable`` and its samples are generated again.
@@ -26,8 +26,10 @@ SETTINGS = "settings.json"
 
 
 def write_shard(directory: Path, indices: np.ndarray, images: np.ndarray, labels: np.ndarray | None,
-                captions: np.ndarray | None) -> Path:
+                captions: np.ndarray | None, controls: np.ndarray | None = None) -> Path:
     arrays: dict[str, np.ndarray] = {"arr_0": images, "index": indices.astype(np.int64)}
+    if controls is not None:
+        arrays["control"] = controls
     if labels is not None:
         arrays["arr_1"] = labels.astype(np.int32)
     if captions is not None:

@@ -95,12 +95,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_chang
                         "compile_s": 0.0}
     view = corrupted_source(config)
     input_shape, num_classes = input_spec(config, view.source)
-    run = compile_run(config, input_shape, num_classes, control_shape(config, view.source))
+    controls = control_shape(config, view.source)
+    run = compile_run(config, input_shape, num_classes, controls)
     if aot_only:
         return _aot_report(run)
     meta = getattr(view.source, "meta", None) or {}
     if jax.process_index() == 0:
-        write_model_spec(workdir_path, input_shape, num_classes, (meta.get("autoencoder") or {}).get("path"))
+        write_model_spec(workdir_path, input_shape, num_classes, (meta.get("autoencoder") or {}).get("path"),
+                         controls if config.personalize.base else None)
     mesh, rules, model, tokenizer, state = run.mesh, run.rules, run.model, run.tokenizer, run.state
 
     if checkpointer.latest_step() is not None:
