@@ -52,6 +52,7 @@ from diffcorrupt.evaluation.vq_entropy import check_vq_autoencoder, vq_sample_en
 from diffcorrupt.flag_types import positive_int
 from diffcorrupt.output_paths import output_file, write_atomically
 from diffcorrupt.parallel.distributed import launched_as_peer
+from diffcorrupt.evaluation.edge_fidelity import control_fidelity
 from diffcorrupt.sampling.restore import saved_run_config
 
 # Bumped when evaluate computes new metrics: a batch report recomputes metrics files of older versions.
@@ -83,6 +84,10 @@ PROTOCOL = {
     "pixels": f"copies of training images (Yoon et al. 2023, Gu et al. 2023): the share of samples whose nearest "
               f"training image in pixel L2 ([0, 1] values, exact search) is closer than {COPY_RATIO:.3g} times the "
               "second nearest; the neighbours file shows the most copy-like samples beside their 3 nearest",
+    "edge_f1": "control fidelity of a Canny-personalized run: F1 of each sample's Canny edges (thresholds 100/200) "
+               "against its control's, an edge counted as matched within 1 pixel (chessboard); edge_f1_other "
+               "scores each sample against the control of the next sample of its class, the level of a model "
+               "that draws its class but ignores its control",
     "rmd": "relative Mahalanobis distance of each sample at its class: class Gaussians with a shared covariance "
            "minus one class-agnostic Gaussian, fitted on the labelled reference features (Ren et al. 2021); "
            "rmd_top1pct is the mean of the highest 1%, the per-sample values are in the rmd file",
@@ -177,6 +182,9 @@ def evaluate(samples_path: str | Path, *, reference: str | None = None, train_re
     if train_reference != "none":
         result["protocol"]["memorization"] = PROTOCOL["memorization"]
         _judge_copies(result, samples.images, train_reference, data_config, reference_count, out_path)
+    if samples.controls is not None and data_config is not None and data_config.control == "canny":
+        result["control"] = control_fidelity(samples.images, samples.controls, samples.labels)
+        result["protocol"]["edge_f1"] = PROTOCOL["edge_f1"]
     if rmd_files:  # before the JSON, so that a metrics file never names an rmd file that is not there
         write_atomically(_rmd_path(out_path), lambda handle: np.savez(handle, **rmd_files))
     write_atomically(out_path, lambda handle: handle.write((json.dumps(result, indent=2, sort_keys=True) + "\n").encode()))

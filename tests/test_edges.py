@@ -7,7 +7,7 @@ import pytest
 
 from diffcorrupt.data.edges import canny_edges
 from diffcorrupt.data.sources.fashion_mnist import FashionMnistSource
-from diffcorrupt.evaluation.edge_fidelity import edge_f1
+from diffcorrupt.evaluation.edge_fidelity import control_fidelity, edge_f1, partners
 
 
 def square(contrast: int, size: int = 32) -> np.ndarray:
@@ -20,6 +20,11 @@ def square(contrast: int, size: int = 32) -> np.ndarray:
 def fashion():
     source = FashionMnistSource("test")
     return np.stack([source[i]["image"] for i in range(100)])
+
+
+@pytest.fixture(scope="module")
+def fashion_labels():
+    return FashionMnistSource("test").labels()[:100]
 
 
 def test_edges_trace_the_boundary_at_the_paper_thresholds_only():
@@ -61,3 +66,20 @@ def test_f1_needs_one_control_of_the_sample_size_per_sample(fashion):
         edge_f1(fashion[:2], controls)
     with pytest.raises(ValueError, match="draw samples at the control's resolution"):
         edge_f1(np.zeros((3, 16, 16, 1), np.uint8), controls)
+
+
+def test_control_fidelity_tells_following_the_control_from_drawing_the_class(fashion, fashion_labels):
+    controls = np.stack([canny_edges(image) for image in fashion])[..., None].astype(np.uint8) * 255
+    follows = control_fidelity(fashion, controls, fashion_labels)
+    assert follows["edge_f1"] == 1.0 and follows["num_samples"] == 100
+    assert 0.4 < follows["edge_f1_other"] < 0.8  # chance is far above zero: a class shares its outlines
+    # A model that draws a garment of the right class but not the one its control outlines:
+    other = partners(100, fashion_labels)
+    ignores = control_fidelity(fashion[other], controls, fashion_labels)
+    assert ignores["edge_f1"] < follows["edge_f1_other"] + 0.05 and ignores["edge_f1"] < 0.8
+
+
+def test_partners_are_other_samples_of_the_same_class():
+    labels = np.array([0, 1, 0, 2, 1, 0])
+    np.testing.assert_array_equal(partners(6, labels), [2, 4, 5, 4, 1, 0])  # class 2 has no other: the next
+    np.testing.assert_array_equal(partners(3, None), [1, 2, 0])

@@ -1,5 +1,6 @@
 """Personalization as a mode of the train job: a control branch trained beside a pre-trained run's
-frozen EMA weights, resumed bitwise after kill -9, the base never written to, and a base that does
+frozen EMA weights, resumed bitwise after kill -9, the base never written to, sampled with the
+control images of a dataset's examples and evaluated for control fidelity, and a base that does
 not fit refused in one sentence."""
 
 import hashlib
@@ -8,13 +9,18 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
+from diffcorrupt import sample
 from diffcorrupt.config.loading import load_config
+from diffcorrupt.data.sources.fashion_mnist import FashionMnistSource
+from diffcorrupt.evaluate import evaluate
+from diffcorrupt.sampling.shards import read_shards
 from diffcorrupt.config.validate import validate
-from diffcorrupt.errors import ConfigError
+from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.training.loop import train
 from train_runs import REPO, SMALL, assert_identical, env_with_devices, restore_state, wait_for
@@ -88,3 +94,35 @@ def test_a_base_that_does_not_fit_is_refused_in_one_sentence(base, tmp_path):
     with pytest.raises(ConfigError, match="itself a personalized run; give the workdir of a diffusion run"):
         train(config(f"personalize.base={tmp_path / 'personalized'}"), str(tmp_path / "c"))
     assert not list(tmp_path.glob("[abc]/checkpoints/[0-9]*"))  # nothing was trained
+
+
+def _sample(workdir, out, controls):
+    flags = types.SimpleNamespace(workdir=str(workdir), step=None, num_samples=40, sampler="ddim", steps=5,
+                                  cfg_scale="2", eta=None, seed=0, batch_size=20, captions=None, out=str(out),
+                                  mesh="-1,1,1", autoencoder=None, controls=controls)
+    return sample.sample_run(flags)
+
+
+def test_a_personalized_run_is_sampled_with_its_controls_and_scored_for_following_them(base, tmp_path):
+    _run(tmp_path / "run", f"--config.personalize.base={base}", *PERSONALIZE)
+    record, = _sample(tmp_path / "run", tmp_path / "samples", "dataset:test:[0:32]")
+    shards = read_shards(tmp_path / "samples" / "ddim5-cfg2-seed0")
+    assert shards["arr_0"].shape == (40, 16, 16, 1) and shards["control"].shape == (40, 16, 16, 1)
+    assert set(np.unique(shards["control"])) == {0, 255}
+    labels = FashionMnistSource("test").labels()[:32]
+    np.testing.assert_array_equal(shards["arr_1"], labels[np.arange(40) % 32])  # example j mod 32's own label
+    result = evaluate(tmp_path / "samples" / "ddim5-cfg2-seed0", features="classifier", train_reference="none")
+    control = result["control"]
+    assert control["num_samples"] == 40 and 0 <= control["edge_f1"] <= 1 and 0 <= control["edge_f1_other"] <= 1
+    assert "edge_f1" in result["protocol"]
+
+
+def test_controls_are_asked_of_personalized_runs_and_of_no_others(base, tmp_path):
+    with pytest.raises(UserError, match="was not personalized .* drop --controls"):
+        _sample(base, tmp_path / "a", "dataset:test")
+    _run(tmp_path / "run", f"--config.personalize.base={base}", *PERSONALIZE[:-3], "--config.train.num_steps=1")
+    with pytest.raises(UserError, match="this run is personalized; pass --controls=dataset"):
+        _sample(tmp_path / "run", tmp_path / "b", None)
+    with pytest.raises(UserError, match="--controls=test: name the examples"):
+        _sample(tmp_path / "run", tmp_path / "c", "test")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -42,6 +42,7 @@ class SampleSet:
     captions: np.ndarray | None
     settings: dict[str, Any] | None  # the sample job's record, when the set came from it
     source: str
+    controls: np.ndarray | None = None  # a personalized run's control images (uint8 NHWC), one per sample
 
     def conditions(self) -> np.ndarray | None:
         return self.labels if self.labels is not None else self.captions
@@ -64,7 +65,7 @@ def read_samples(path: str | Path) -> SampleSet:
                             "started for; run the same `diffcorrupt sample` command again to finish it")
         images = _checked(arrays["arr_0"], path)
         return SampleSet(images, _labels(arrays.get("arr_1"), len(images), path), arrays.get("captions"), settings,
-                         str(path))
+                         str(path), arrays.get("control"))
     if path.is_file() and path.suffix == ".npz":
         check_npz(path, ("arr_0",))
         try:

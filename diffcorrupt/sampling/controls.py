@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from diffcorrupt.data.preprocess import Preprocess
-from diffcorrupt.data.sources.controls import pixel_dataset
+from diffcorrupt.data.latent_encoding import pixel_data_config
 from diffcorrupt.data.sources.registry import make_source
 from diffcorrupt.errors import UserError
 from diffcorrupt.evaluation.reference import dataset_config
@@ -26,11 +26,8 @@ class ControlSet:
         if spec.partition(":")[0] != "dataset":
             raise UserError(f"--controls={spec}: name the examples whose control images to sample with as "
                             "dataset[:split[:subset]], e.g. dataset:test")
-        if run_data.name == "latent_records":  # controls are drawn from pixels: those the latents encode
-            pixels = pixel_dataset(run_data.data_dir)
-            pixels.update(subset=run_data.subset, control=run_data.control, control_dir=run_data.control_dir)
-            run_data = pixels
-        data = dataset_config(spec, run_data, "--controls")
+        # controls are drawn from pixels: a latent run's, those its latents encode
+        data = dataset_config(spec, pixel_data_config(run_data), "--controls")
         self.spec = spec
         self.source = make_source(data)
         meta = getattr(self.source, "meta", None) or {}

@@ -3,13 +3,12 @@ example's pixels where the data are pre-encoded latents, or its control image fr
 
 Both are read by the example's index in the whole split, not its number in a ``data.subset``, so
 a subset of latents gets the pixels and control images of the same examples, and a control folder
-needs images only for the examples the subset holds. The pixels of a
-latent folder come from the dataset its ``encoding.json`` says it was encoded from.
+needs images only for the examples the subset holds. The pixels of a latent folder come from the
+dataset its ``encoding.json`` says it was encoded from.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Callable
 
@@ -20,28 +19,20 @@ from diffcorrupt.data.sources.base import ClassSource, Element, Source, TextSour
 from diffcorrupt.data.sources.folders import IMAGE_SUFFIXES, _shown, decoded
 from diffcorrupt.errors import ConfigError, DataError
 
-ENCODING_PLAN = "encoding.json"  # written by `diffcorrupt encode` (data/latent_encoding.py)
-
 Reader = Callable[[int], Element]
 
 
-def pixel_dataset(data_dir: str) -> ml_collections.ConfigDict:
-    """The ``data`` config of the pixel dataset a latent folder was encoded from."""
-    path = pathlib.Path(data_dir) / ENCODING_PLAN
-    try:
-        dataset = json.loads(path.read_text())["dataset"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"data.control needs the pixels of the latents in '{data_dir}', but its {ENCODING_PLAN} "
-                        "(which names the dataset they were encoded from) is missing or unreadable; encode them "
-                        "again with `diffcorrupt encode`") from None
-    return ml_collections.ConfigDict({"subset": "", "control": "", "control_dir": "", **dataset})
-
-
 class _Pixels:
-    def __init__(self, data_dir: str):
+    def __init__(self, data: ml_collections.ConfigDict):
+        from diffcorrupt.data.latent_encoding import PLAN_FILE, pixel_data_config
         from diffcorrupt.data.sources.registry import make_source
 
-        self.source = make_source(pixel_dataset(data_dir))
+        pixels = pixel_data_config(data)
+        if pixels.name == "latent_records":
+            raise DataError(f"data.control needs the pixels of the latents in '{data.data_dir}', but it has no "
+                            f"{PLAN_FILE} to name the dataset they were encoded from; encode them with `diffcorrupt encode`")
+        pixels.update(subset="", control="")  # read by index in the whole split
+        self.source = make_source(pixels)
 
     def __call__(self, index: int) -> Element:
         return {"image": self.source[index]["image"]}
@@ -71,7 +62,7 @@ def with_controls(source: Source, data: ml_collections.ConfigDict) -> Source:
     indices = np.asarray(getattr(source, "indices", np.arange(len(source))), np.int64)  # in the whole split
     readers: list[Reader] = []
     if data.control == "canny" and data.name == "latent_records":
-        readers.append(_Pixels(data.data_dir))
+        readers.append(_Pixels(data))
     if data.control == "folder":
         readers.append(_ControlFolder(data.control_dir, indices))
     if not readers:
