@@ -28,6 +28,12 @@ Presets (``--config=configs/fmnist.py:<preset>``):
            (``fd``, classifier features) and higher recall than clean; at 20%, lower conditional accuracy.
            No numbers are measured yet.
 
+  control  ControlNet personalization (docs/personalization.md) of the latent run in runs/fmnist-latent on
+           Canny edges (``diffcorrupt sweep --grid=fmnist_control`` for the clean and 5% bases, 3 seeds each):
+             diffcorrupt train --config=configs/fmnist.py:control --workdir=runs/fmnist-control
+             diffcorrupt sample --workdir=runs/fmnist-control --controls=dataset:test:balanced[5000:10000]
+             diffcorrupt evaluate --samples=runs/fmnist-control/eval/step_1560/dpm25-cfg2-seed0
+
   memorize the memorization-regime experiment (``diffcorrupt sweep --grid=fmnist_memorization``,
            docs/reproduction.md): pixel-space DiT-T/4 at 16x16 on the class-balanced subset
            ``balanced[0:500]`` of the embedded split, no flips (a copy must be of an image as stored),
@@ -117,13 +123,15 @@ def _lcm(config):
 def _control(config):
     """ControlNet personalization (docs/personalization.md) of the latent run in runs/fmnist-latent
     on Canny edges of the same images: the branch copies the first 3 of its 6 blocks, the base stays
-    frozen; 10 epochs of the 10k split as the paper's recipe (3,120 steps at batch 32), no condition
-    dropped (diffusers' default), lr 1e-4 (this scale's; diffusers' 5e-6 is SD's)."""
+    frozen; 10 epochs (the paper's recipe) of the first half of the embedded split's balanced order
+    (1,560 steps at batch 32), the second half held out for its controls; no condition dropped
+    (diffusers' default), lr 1e-4 (this scale's; diffusers' 5e-6 is SD's)."""
     _latent(config)
     config.personalize.base = "runs/fmnist-latent"
     config.data.control = "canny"
+    config.data.subset = "balanced[0:5000]"
     config.model.label_drop = 0.0
-    config.train.num_steps = 3_120
+    config.train.num_steps = 1_560
     config.train.lr = 1e-4
     config.train.warmup_steps = 0
     config.train.ema_decay = 0.999

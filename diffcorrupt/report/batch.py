@@ -49,8 +49,9 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir, step, config in checkpoints_found:
         for steps in sample_flags["steps"] or (None,):
+            controls = sample_flags.get("controls") if config.personalize.base else None  # others take none
             flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
-                                          **{**sample_flags, "steps": steps})
+                                          **{**sample_flags, "steps": steps, "controls": controls})
             sampled.extend((workdir, record, config) for record in sample_run(flags))
 
     def score_and_tabulate() -> dict[str, Any]:
@@ -86,18 +87,25 @@ def rows_of(result: dict[str, Any], workdir: Path, config, metrics_path: Path) -
     (``config``, the one saved with the checkpoint that was sampled); ``rmd_file`` is the per-sample
     RMD beside the metrics file at ``metrics_path``, for the density plot."""
     settings = result["provenance"]
-    corruption = config.data.corruption
-    cep = config.model.cep
+    personalized = config.personalize.base
+    # A personalized run is compared by its base's pre-training (clean or corrupted, CEP or not), the
+    # paper's question; its own seed tells the branch's seeds apart.
+    trained = saved_run_config(personalized, config.personalize.base_step or None) if personalized else config
+    corruption = trained.data.corruption
+    cep = trained.model.cep
     base = {
         "run": workdir.name, "workdir": str(workdir.absolute()), "config_hash": settings["config_hash"],
-        "subset": config.data.subset or "all", "corruption": _corruption(corruption), "eta": float(corruption.ratio),
-        "cep": "none" if cep.kind == "none" else f"{cep.kind}:{cep.gamma:g}", "baseline": _baseline(config),
+        "subset": trained.data.subset or "all", "corruption": _corruption(corruption), "eta": float(corruption.ratio),
+        "cep": "none" if cep.kind == "none" else f"{cep.kind}:{cep.gamma:g}", "baseline": _baseline(trained),
         "seed": int(config.seed),
         "step": settings["step"], "sampler": settings["sampler"], "steps": settings["steps"],
         "cfg_scale": settings["cfg_scale"], "num_samples": result["num_samples"],
+        **{key: value for key, value in result.get("control", {}).items() if key.startswith("edge_f1")},
     }
     if config.distill.teacher:  # a distilled run: a setting of its own, its teacher a fact about the run
         base.update(distilled="lcm", teacher=Path(config.distill.teacher).name)
+    if personalized:  # likewise a personalized run, labelled by its base run
+        base.update(personalized=config.personalize.method, base=Path(personalized).name)
     return [{**base, "network": name, **network["metrics"],
              **({"rmd_file": str(metrics_path.parent / network["rmd_file"])} if "rmd_file" in network else {})}
             for name, network in result["networks"].items()]

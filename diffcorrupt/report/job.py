@@ -4,7 +4,7 @@
                      [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N[,M,...]] [--seed=S]
                      [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
                      [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
-                     [--reference=dataset[:split[:subset]]|PATH] [--reference_count=N]
+                     [--reference=dataset[:split[:subset]]|PATH] [--reference_count=N] [--controls=dataset[:split[:subset]]]
 
 For every run, checkpoint, number of sampler steps and guidance scale: sample (resuming what is there), evaluate (skipping
 what is already computed with these arguments), then write ``results.csv``, ``summary.csv``,
@@ -45,6 +45,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed")
     parser.add_argument("--batch_size", type=positive_int, default=None)
     parser.add_argument("--captions", default=None)
+    parser.add_argument("--controls", default=None, help="personalized runs: dataset[:split[:subset]] whose control "
+                        "images they are sampled with")
     parser.add_argument("--features", default=None)
     parser.add_argument("--inception_weights", default=None)
     parser.add_argument("--clip_weights", default=None)
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> int:
     from diffcorrupt.report.earlier_rows import read_rows
 
     sample_flags = {key: getattr(flags, key) for key in
-                    ("cfg_scale", "num_samples", "sampler", "steps", "eta", "seed", "batch_size", "captions")}
+                    ("cfg_scale", "num_samples", "sampler", "steps", "eta", "seed", "batch_size", "captions", "controls")}
     earlier = read_rows(_matches(flags.rows, "--rows", Path.is_file,
                                  "matches no file; give the results.csv of an earlier report"))
     workdirs = _workdirs(flags.workdirs) if flags.workdirs else []

@@ -17,20 +17,23 @@ from typing import Any
 Row = Mapping[str, Any]
 
 METRICS = ("fid", "fd", "sfid", "inception_score", "precision", "recall", "accuracy", "memorization_ratio",
-           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio")
+           "top5_distance", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio", "edge_f1",
+           "edge_f1_other")
 METRIC_NAMES = {"fid": "FID", "fd": "FD", "sfid": "sFID", "inception_score": "IS", "precision": "precision",
                 "recall": "recall", "accuracy": "accuracy", "memorization_ratio": "memorization ratio",
                 "top5_distance": "top-5 distance", "top_f1": "TopP&R F1", "rmd_top1pct": "top-1% RMD", "sample_entropy": "sample entropy",
-                "clip_score": "CLIP score", "copy_ratio": "copies"}
-IDENTITY = ("run", "workdir", "config_hash", "teacher", "subset", "corruption", "eta", "cep", "baseline", "distilled", "seed",
+                "clip_score": "CLIP score", "copy_ratio": "copies", "edge_f1": "edge F1",
+                "edge_f1_other": "edge F1 (same-class control)"}
+IDENTITY = ("run", "workdir", "config_hash", "teacher", "base", "subset", "corruption", "eta", "cep", "baseline", "distilled",
+            "personalized", "seed",
             "step", "sampler", "steps", "cfg_scale", "num_samples", "network")
 # Keys that tell seeds of one setting apart; the rest of IDENTITY is the setting. Other row keys (evaluation extras
 # such as inception_score_std or accuracy_<attribute>) are measurements: kept in results.csv, never grouped by.
-RUN_KEYS = ("run", "workdir", "config_hash", "teacher", "seed")
+RUN_KEYS = ("run", "workdir", "config_hash", "teacher", "base", "seed")
 SETTING_KEYS = tuple(k for k in IDENTITY if k not in RUN_KEYS)
-_ORDER = ("network", "subset", "corruption", "cep", "baseline", "distilled", "eta", "step", "cfg_scale")
+_ORDER = ("network", "subset", "corruption", "cep", "baseline", "distilled", "personalized", "eta", "step", "cfg_scale")
 _THREE_DECIMALS = frozenset({"precision", "recall", "accuracy", "memorization_ratio", "sample_entropy", "top_f1",
-                             "copy_ratio"})
+                             "copy_ratio", "edge_f1", "edge_f1_other"})
 _PAPER_METRICS = ("precision", "recall", "accuracy")
 _MISSING = "—"
 _CEP_SHORT = {"uniform": "U", "gaussian": "G"}
@@ -74,13 +77,14 @@ def cep_label(cep: str | None) -> str:
 
 def setting_label(row: Row, with_eta: bool = True) -> str:
     """'clean', 'symmetric 5%', 'clean + CEP-U 1', 'clean + label smoothing 0.1', 'symmetric 5% + LCM' (a
-    consistency-distilled run): short enough for a legend entry or a table cell."""
+    consistency-distilled run), 'symmetric 5% + controlnet' (a personalized run, labelled by its base's
+    pre-training): short enough for a legend entry or a table cell."""
     if is_clean(row):
         label = "clean"
     else:
         label = f"{row['corruption']} {row['eta'] * 100:g}%" if with_eta else str(row["corruption"])
     extras = [cep_label(row.get("cep")), "" if row.get("baseline") in (None, "none") else str(row["baseline"]),
-              "LCM" if row.get("distilled") == "lcm" else ""]
+              "LCM" if row.get("distilled") == "lcm" else "", row.get("personalized") or ""]
     label = " + ".join([label, *filter(None, extras)])
     return label if row.get("subset") in (None, "all") else f"{label} on {row['subset']}"
 

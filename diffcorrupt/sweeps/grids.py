@@ -237,8 +237,22 @@ FMNIST_LCM = Grid(
     seeds=SMALL_SEEDS, report=LCM_REPORT,
     doc="Latent consistency distillation of each fmnist_latent run (its own seed's, from runs/fmnist_latent: sweep that "
         "grid first) on the data it was trained on: docs/lcm.md compares them at 1, 2, 4, 8 and 25 steps.")
+# The small-scale twin of the paper's personalization (issue 18, docs/personalization.md): a ControlNet on
+# Canny edges beside each fmnist_latent run, trained on the first half of the embedded split's balanced
+# order and sampled with the controls (and labels) of the second half, which it never saw.
+CONTROL_HELD_OUT = "dataset:test:balanced[5000:10000]"
+CONTROL_REPORT = (f"--controls={CONTROL_HELD_OUT}", f"--reference={CONTROL_HELD_OUT}", "--cfg_scale=1,2,3",
+                  "--num_samples=1000", "--sampler=dpm", "--steps=25", "--features=classifier")
+FMNIST_CONTROL = Grid(
+    "fmnist_control", "configs/fmnist.py:control",
+    (tuple(setting(f"controlnet-{s.label}", {"personalize.base": f"runs/fmnist_latent/{s.label}_seed{{seed}}"})
+           for s in etas(LCM_ETAS)),),
+    seeds=SMALL_SEEDS, report=CONTROL_REPORT,
+    doc="ControlNet personalization on Canny edges of each fmnist_latent run (its own seed's, from runs/fmnist_latent: "
+        "sweep that grid first), clean personalization data: docs/personalization.md compares the clean and the "
+        "5%-corrupted bases by FD, precision/recall, accuracy and edge F1 on held-out controls.")
 GRIDS: dict[str, Grid] = {grid.name: grid for grid in (*_PAPER, *_SMALL, REPRO_SMALL, MEMORIZATION, FMNIST_LATENT,
-                                                       FMNIST_LCM)}
+                                                       FMNIST_LCM, FMNIST_CONTROL)}
 
 
 def get_grid(spec: str) -> Grid:
