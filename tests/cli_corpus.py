@@ -55,6 +55,7 @@ SAMPLE = _cases("sample", ("diffcorrupt", "sample"), [
     ("autoencoder-missing", [RUN, "--autoencoder={missing}"], r"--autoencoder"),
     ("damaged-checkpoint", ["--workdir={damaged}"], r"step 4.*--step=2"),
     ("unknown-flag", [RUN, "--temperature=2"], r"--temperature"),
+    ("controls-not-personalized", [RUN, "--controls=dataset:test"], r"not personalized.*--controls"),
 ])
 
 TRAIN = _cases("train", ("diffcorrupt", "train"), [
@@ -75,6 +76,12 @@ TRAIN = _cases("train", ("diffcorrupt", "train"), [
     ("config-changed", [CONFIG, RUN, "--config.model.name=DiT-T/4", "--config.data.image_size=16",
                         "--config.train.batch_size=16"], r"--allow_config_change"),
     ("no-workdir", [CONFIG], r"--workdir"),
+    ("control-unknown", [CONFIG, "--workdir={new}", "--config.data.control=sobel"], r"data\.control.*sobel"),
+    ("control-dir-missing", [CONFIG, "--workdir={new}", "--config.data.control=folder",
+                             "--config.data.control_dir={missing}"], r"data\.control_dir"),
+    ("base-without-control", [CONFIG, "--workdir={new}", "--config.personalize.base={run}"], r"data\.control"),
+    ("base-missing", [CONFIG, "--workdir={new}", "--config.personalize.base={missing}", "--config.data.control=canny"],
+     r"holds no checkpoints"),
 ])
 
 EVALUATE = _cases("evaluate", ("diffcorrupt", "evaluate"), [

@@ -2,9 +2,6 @@
 4-step sampler beats the teacher's own 4-step DDIM, resumed bitwise after kill -9, sampled and
 reported as a run of its own, and the teacher refused in one sentence when it does not fit."""
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import types
@@ -24,7 +21,7 @@ from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.sampling.shards import read_shards
 from diffcorrupt.sweeps.expand import Run
 from diffcorrupt.training.loop import train
-from train_runs import REPO, SMALL, assert_identical, env_with_devices, restore_state, wait_for
+from train_runs import REPO, SMALL, env_with_devices, resumed_after_kill_9
 
 # Two classes of two 8x8 prototypes each (left or right half lit; top or bottom half lit): a few
 # steps of a deterministic sampler land between the two modes of a class, a consistency model lands
@@ -62,7 +59,7 @@ def runs(tmp_path_factory):
 def _sample(workdir, out, sampler: str, steps: int, cfg_scale: str = "1.5"):
     flags = types.SimpleNamespace(workdir=str(workdir), step=None, num_samples=64, sampler=sampler, steps=steps,
                                   cfg_scale=cfg_scale, eta=None, seed=0, batch_size=32, captions=None, out=str(out),
-                                  mesh="-1,1,1", autoencoder=None)
+                                  mesh="-1,1,1", autoencoder=None, controls=None)
     return sample.sample_run(flags)
 
 
@@ -140,18 +137,4 @@ def test_distillation_resumes_bitwise_after_kill_9(tmp_path):
     def command(workdir):
         return [sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *distil]
 
-    subprocess.run(command(tmp_path / "straight"), cwd=REPO, env=env_with_devices(2), check=True, capture_output=True)
-    process = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, env=env_with_devices(2),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(tmp_path / "killed" / "checkpoints" / "10" / "commit_success.txt", process)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    resumed = subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env_with_devices(2), capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert 10 <= summary["first_step"] < 20 and summary["last_step"] == 20
-    state_a, batch_a = restore_state(tmp_path / "straight", 20, distil)
-    state_b, batch_b = restore_state(tmp_path / "killed", 20, distil)
-    assert_identical(state_a, state_b)
-    assert_identical(batch_a, batch_b)
+    resumed_after_kill_9(command, tmp_path, distil)

@@ -46,7 +46,7 @@ def quick_classifier(tmp_path_factory, monkeypatch):
 
 
 def _samples(workdir, out, **kw):
-    flags = dict(workdir=str(workdir), step=None, out=str(out), mesh="-1,1,1", autoencoder=None,
+    flags = dict(workdir=str(workdir), step=None, out=str(out), mesh="-1,1,1", autoencoder=None, controls=None,
                  **{**SAMPLING, "steps": SAMPLING["steps"][0]})
     flags.update(kw)
     return sample.sample_run(types.SimpleNamespace(**flags))

@@ -90,6 +90,7 @@ EXPECTED_COUNTS = {
     "repro_small": 21,  # (5 etas + CEP-U + CEP-G) x 3 seeds
     "fmnist_memorization": 54,  # 3 sizes x (4 etas + CEP-U + CEP-G) x 3 seeds
     "fmnist_latent": 6, "fmnist_lcm": 6,  # (clean, 5% symmetric) x 3 seeds: teachers and their students
+    "fmnist_control": 6,  # a ControlNet beside each fmnist_latent run
 }
 
 

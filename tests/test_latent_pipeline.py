@@ -97,7 +97,7 @@ def test_a_text_model_trained_on_latents_samples_decoded_images(latents, tmp_pat
     (tmp_path / "captions.txt").write_text("one small red circle on the left\n")
     flags = types.SimpleNamespace(workdir=str(workdir), step=None, num_samples=4, sampler="ddim", steps=3, cfg_scale="2",
                                   eta=None, seed=0, batch_size=4, captions=str(tmp_path / "captions.txt"),
-                                  out=str(tmp_path / "samples"), mesh="-1,1,1", autoencoder=None)
+                                  out=str(tmp_path / "samples"), mesh="-1,1,1", autoencoder=None, controls=None)
     folder = pathlib.Path(sample.sample_run(flags)[0]["samples"])
     images = np.load(next(folder.glob("samples_*.npz")))["arr_0"]
     assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8  # pixels, not 4x4x4 latents

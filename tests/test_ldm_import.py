@@ -269,7 +269,7 @@ def test_imported_pipeline_matches_the_reference(pipeline, repo, capsys):
     (pipeline.root / "captions.txt").write_text("a red cat\nblue dogs, playing\n")
     flags = dict(workdir=str(pipeline.root / "run"), step=None, num_samples=2, sampler="ddim", steps=2,
                  cfg_scale="3", eta=None, seed=0, batch_size=2, captions=str(pipeline.root / "captions.txt"),
-                 out=str(pipeline.root / "samples"), mesh="-1,1,1", autoencoder=None)
+                 out=str(pipeline.root / "samples"), mesh="-1,1,1", autoencoder=None, controls=None)
     folder = sample.sample_run(types.SimpleNamespace(**flags))[0]["samples"]
     shards = read_shards(pathlib.Path(folder))
     assert shards["arr_0"].shape == (2, 16, 16, 3) and list(shards["captions"]) == ["a red cat", "blue dogs, playing"]

@@ -4,9 +4,6 @@ control images of a dataset's examples and evaluated for control fidelity, and a
 not fit refused in one sentence."""
 
 import hashlib
-import json
-import os
-import signal
 import subprocess
 import sys
 import types
@@ -18,15 +15,20 @@ from diffcorrupt import sample
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.data.sources.fashion_mnist import FashionMnistSource
 from diffcorrupt.evaluate import evaluate
+from diffcorrupt.report.batch import rows_of
+from diffcorrupt.report.tables import setting_label
 from diffcorrupt.sampling.shards import read_shards
 from diffcorrupt.config.validate import validate
 from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.training.loop import train
-from train_runs import REPO, SMALL, assert_identical, env_with_devices, restore_state, wait_for
+from train_runs import REPO, SMALL, env_with_devices, resumed_after_kill_9
 
-PERSONALIZE = ["--config.data.control=canny", "--config.model.label_drop=0", "--config.train.num_steps=20",
-               "--config.checkpoint.every_steps=5", "--config.train.lr=1e-3"]
+# Clean personalization data and no CEP beside a base pre-trained at eta 10% with CEP-U (SMALL's):
+# the report must label the run by its base's pre-training.
+PERSONALIZE = ["--config.data.control=canny", "--config.data.corruption.ratio=0", "--config.model.cep.kind=none",
+               "--config.model.label_drop=0", "--config.train.num_steps=20", "--config.checkpoint.every_steps=5",
+               "--config.train.lr=1e-3"]
 
 
 def _run(workdir, *flags, devices=1):
@@ -53,21 +55,7 @@ def test_personalization_resumes_bitwise_after_kill_9_and_never_writes_to_its_ba
     def command(workdir):
         return [sys.executable, "-m", "diffcorrupt", "train", *SMALL, f"--workdir={workdir}", *flags]
 
-    subprocess.run(command(tmp_path / "straight"), cwd=REPO, env=env_with_devices(2), check=True, capture_output=True)
-    process = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, env=env_with_devices(2),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(tmp_path / "killed" / "checkpoints" / "10" / "commit_success.txt", process)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    resumed = subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env_with_devices(2), capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert 10 <= summary["first_step"] < 20 and summary["last_step"] == 20
-    state_a, batch_a = restore_state(tmp_path / "straight", 20, flags)
-    state_b, batch_b = restore_state(tmp_path / "killed", 20, flags)
-    assert_identical(state_a, state_b)
-    assert_identical(batch_a, batch_b)
+    state_a, batch_a = resumed_after_kill_9(command, tmp_path, flags)
     assert _fingerprint(base) == before  # read, never written
 
     # The state is the branch's alone: DiT-T's first 3 blocks, their projections and the hint embedder.
@@ -115,6 +103,9 @@ def test_a_personalized_run_is_sampled_with_its_controls_and_scored_for_followin
     control = result["control"]
     assert control["num_samples"] == 40 and 0 <= control["edge_f1"] <= 1 and 0 <= control["edge_f1_other"] <= 1
     assert "edge_f1" in result["protocol"]
+    row, = rows_of(result, tmp_path / "run", saved_run_config(tmp_path / "run"), tmp_path / "metrics.json")
+    assert (row["personalized"], row["base"], row["corruption"], row["eta"]) == ("controlnet", "base", "symmetric", 0.1)
+    assert setting_label(row) == "symmetric 10% + CEP-U 1 + controlnet" and row["edge_f1"] == control["edge_f1"]
 
 
 def test_controls_are_asked_of_personalized_runs_and_of_no_others(base, tmp_path):

@@ -31,7 +31,7 @@ def workdir(tmp_path_factory) -> pathlib.Path:
 
 def _flags(workdir, out, **kw):
     values = dict(workdir=str(workdir), step=None, num_samples=20, sampler="ddim", steps=4, cfg_scale="2", eta=None,
-                  seed=0, batch_size=8, captions=None, out=str(out), mesh="-1,1,1", autoencoder=None)
+                  seed=0, batch_size=8, captions=None, out=str(out), mesh="-1,1,1", autoencoder=None, controls=None)
     values.update(kw)
     return types.SimpleNamespace(**values)
 

@@ -29,7 +29,7 @@ def test_captions_from_a_file_are_sampled_stored_and_scored(tmp_path, monkeypatc
                                                   "train.num_steps=2", "checkpoint.every_steps=2"]), str(workdir))
     (tmp_path / "captions.txt").write_text("\n".join(CAPTIONS) + "\n\n")
     flags = dict(workdir=str(workdir), step=None, num_samples=6, sampler="dpm", steps=3, cfg_scale="2", eta=None,
-                 seed=0, batch_size=4, captions=None, out=str(tmp_path / "samples"), mesh="-1,1,1", autoencoder=None)
+                 seed=0, batch_size=4, captions=None, out=str(tmp_path / "samples"), mesh="-1,1,1", autoencoder=None, controls=None)
     with pytest.raises(UserError, match="text-conditional; pass --captions"):
         sample.sample_run(types.SimpleNamespace(**flags))
     flags["captions"] = str(tmp_path / "captions.txt")
@@ -71,7 +71,7 @@ def test_a_trained_text_model_draws_the_colour_its_caption_names(tmp_path):
     (tmp_path / "captions.txt").write_text("a red square\na blue square\n")
     flags = dict(workdir=str(workdir), step=None, num_samples=16, sampler="ddim", steps=10, cfg_scale="3", eta=None,
                  seed=0, batch_size=16, captions=str(tmp_path / "captions.txt"), out=str(tmp_path / "samples"),
-                 mesh="-1,1,1", autoencoder=None)
+                 mesh="-1,1,1", autoencoder=None, controls=None)
     folder = sample.sample_run(types.SimpleNamespace(**flags))[0]["samples"]
     images = read_shards(pathlib.Path(folder))["arr_0"].astype(np.float64)
     redness = (images[..., 0] - images[..., 2]).mean(axis=(1, 2))  # R - B: +180 for red, -195 for blue

@@ -2,8 +2,10 @@
 both from ``tools/reliability.py`` (whose campaign trains and reads the same run)."""
 
 import importlib.util
+import json
 import os
 import pathlib
+import signal
 import subprocess
 import time
 
@@ -51,3 +53,25 @@ def assert_close(a, b, rtol: float, atol: float) -> None:
     assert len(leaves_a) == len(leaves_b)
     for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol)
+
+
+def resumed_after_kill_9(command, root: pathlib.Path, overrides, kill_at: int = 10, last: int = 20):
+    """Trains ``command(workdir)`` (on 2 devices) straight through, and again killed with SIGKILL
+    once checkpoint ``kill_at`` is committed, then resumed; asserts that both end bitwise identical
+    (state and next batch) and returns that (state, next batch)."""
+    subprocess.run(command(root / "straight"), cwd=REPO, env=env_with_devices(2), check=True, capture_output=True)
+    process = subprocess.Popen(command(root / "killed"), cwd=REPO, env=env_with_devices(2),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(root / "killed" / "checkpoints" / str(kill_at) / "commit_success.txt", process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    resumed = subprocess.run(command(root / "killed"), cwd=REPO, env=env_with_devices(2), capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert kill_at <= summary["first_step"] < last and summary["last_step"] == last
+    state_a, batch_a = restore_state(root / "straight", last, overrides)
+    state_b, batch_b = restore_state(root / "killed", last, overrides)
+    assert_identical(state_a, state_b)
+    assert_identical(batch_a, batch_b)
+    return state_a, batch_a
