@@ -11,15 +11,23 @@ import pytest
 from diffcorrupt.errors import ConfigError
 from diffcorrupt.models import control_branch
 from diffcorrupt.models.hint_embedder import HintEmbedder, halvings
-from diffcorrupt.models.registry import example_inputs, make_model
+from diffcorrupt.models.dit import DiT
+from diffcorrupt.models.registry import example_inputs
 from diffcorrupt.models.t2i_adapter import T2IAdapter, pixel_unshuffle
+from diffcorrupt.models.unet import UNet
 from diffcorrupt.training.pretrained import start_from
 
 SIZE, HINT = 8, 32  # 8x8x4 latents of 32x32 images, as the demo's
+# Narrow twins of DiT-T/2 (6 blocks, half of them copied) and of LDM-small's three levels: quick to compile.
+MODELS = {
+    "dit": lambda: DiT(input_size=SIZE, in_channels=4, patch=2, hidden=64, depth=6, num_heads=4, num_classes=10),
+    "unet": lambda: UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                         attention_resolutions=(2, 4), num_heads=4, transformer_depth=1, context_dim=32, num_classes=10),
+}
 
 
 def _base(name):
-    base = make_model(name, input_shape=(SIZE, SIZE, 4), num_classes=10)
+    base = MODELS[name]()
     x, t, cond, null = example_inputs(base, (SIZE, SIZE, 4), 2)
     x = jax.random.normal(jax.random.key(0), x.shape)
     t, cond = jnp.array([3, 700]), jnp.array([1, 7])
@@ -58,7 +66,7 @@ def _away_from_zero(params, scale=0.05):
     return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
-@pytest.mark.parametrize("name", ["DiT-T/2", "LDM-small"])
+@pytest.mark.parametrize("name", ["dit", "unet"])
 def test_an_untrained_controlnet_leaves_the_base_exactly_as_it_was_and_a_trained_one_reads_its_control(name):
     base, base_params, inputs = _base(name)
     first, second = _hints()
@@ -73,9 +81,9 @@ def test_an_untrained_controlnet_leaves_the_base_exactly_as_it_was_and_a_trained
 
 
 def test_the_dit_copy_is_the_first_blocks_of_the_base_and_its_projections_start_at_zero():
-    base, base_params, _ = _base("DiT-T/2")
+    base, base_params, _ = _base("dit")
     control, params = _branch("controlnet", base, base_params, _hints(1)[0])
-    assert control.copy_count == 3  # half of DiT-T's 6 blocks
+    assert control.copy_count == 3  # half of the 6 blocks
     copied = {name for name in params if name in base_params}
     assert copied == {"x_embedder", "t_embedder", "y_embedder", "blocks_0", "blocks_1", "blocks_2"}
     assert {name for name in params if name not in base_params} == {
@@ -86,21 +94,21 @@ def test_the_dit_copy_is_the_first_blocks_of_the_base_and_its_projections_start_
 
 
 def test_the_unet_copy_feeds_every_skip_and_the_middle_block():
-    base, base_params, inputs = _base("LDM-small")
+    base, base_params, inputs = _base("unet")
     control, params = _branch("controlnet", base, base_params, _hints(1)[0])
     added = control_branch.residuals(control, params, *inputs, _hints(1)[0])
-    # LDM-small: 3 levels of 1 res block, 2 downsamples: the first conv, 3 blocks and 2 downsamples
-    assert len(added.skips) == 6 and added.middle.shape == (2, 2, 2, 128)
+    # 3 levels of 1 res block, 2 downsamples: the first conv, 3 blocks and 2 downsamples
+    assert len(added.skips) == 6 and added.middle.shape == (2, 2, 2, 64)
     assert [r.shape[1] for r in added.skips] == [8, 8, 4, 4, 2, 2]
 
 
 def test_t2i_adapter_gives_one_feature_map_per_level_and_moves_the_output():
-    base, base_params, inputs = _base("LDM-small")
+    base, base_params, inputs = _base("unet")
     first, second = _hints()
     adapter, params = _branch("t2i-adapter", base, base_params, first)
-    assert isinstance(adapter, T2IAdapter) and adapter.channels == (64, 128, 128)
+    assert isinstance(adapter, T2IAdapter) and adapter.channels == (32, 64, 64)
     levels = control_branch.residuals(adapter, params, *inputs, first).levels
-    assert [level.shape for level in levels] == [(2, 8, 8, 64), (2, 4, 4, 128), (2, 2, 2, 128)]
+    assert [level.shape for level in levels] == [(2, 8, 8, 32), (2, 4, 4, 64), (2, 2, 2, 64)]
     alone = _output(base, base_params, inputs)
     a = _output(base, base_params, inputs, adapter, params, first)
     b = _output(base, base_params, inputs, adapter, params, second)
@@ -129,8 +137,7 @@ def test_hint_embedder_halves_to_the_model_size_and_refuses_sizes_that_do_not_ha
 
 
 def test_a_branch_that_does_not_fit_its_base_is_refused_in_one_sentence():
-    dit, _, _ = _base("DiT-T/2")
-    unet, _, _ = _base("LDM-small")
+    dit, unet = MODELS["dit"](), MODELS["unet"]()
     with pytest.raises(ConfigError, match="DiT has none; set personalize.method to 'controlnet'"):
         control_branch.make_control("t2i-adapter", dit, SIZE)
     with pytest.raises(ConfigError, match="'personalize.copies' is 7 but the DiT has 6 blocks"):
@@ -148,7 +155,7 @@ def test_a_controlnet_starts_from_its_base_in_the_train_state():
     from diffcorrupt.parallel.sharding import rules_from_config
     from diffcorrupt.training.state import create_state
 
-    base, base_params, _ = _base("DiT-T/2")
+    base, base_params, _ = _base("dit")
     control = control_branch.make_control("controlnet", base, SIZE, copies=2)
     config = base_config()
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1

@@ -1,4 +1,5 @@
-"""Models under an 8-device mesh: parameters created sharded, results equal to one device's."""
+"""Models under an 8-device mesh, alone and with a control branch beside them: parameters created
+sharded, results equal to one device's."""
 
 import functools
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from diffcorrupt.config.schema import base_config
+from diffcorrupt.models import control_branch
 from diffcorrupt.models.dit import DiT
 from diffcorrupt.models.registry import example_inputs
 from diffcorrupt.models.unet import UNet
@@ -43,13 +45,41 @@ def _small(family):
                 attention_resolutions=(2,), num_heads=4, transformer_depth=1, context_dim=32, num_classes=10)
 
 
-@pytest.mark.parametrize("family", ["dit", "unet"])
-@pytest.mark.parametrize("layout_name", list(LAYOUTS))
+HINT = jnp.linspace(0, 1, 8 * 32 * 32).reshape(8, 32, 32, 1)  # control images at twice the input size
+
+
+def _model(family):
+    """(init() -> variables, apply(params, x, t, y, null) -> output) of a small model, or of a small
+    base with a control branch beside it (``<base>+<method>``), whose parameters are both trained."""
+    name, _, method = family.partition("+")
+    model = _small(name)
+    inputs = example_inputs(model, SHAPE, batch=8)
+    if not method:
+        return (lambda: model.init({"params": jax.random.key(0)}, *inputs),
+                lambda params, *args: model.apply({"params": params}, *args))
+    branch = control_branch.make_control(method, model, SHAPE[0])
+    branch_inputs = control_branch.example_branch_inputs(branch, SHAPE, HINT.shape[1:], batch=8)
+
+    def init():
+        return {"params": {"base": model.init({"params": jax.random.key(0)}, *inputs)["params"],
+                           "branch": branch.init({"params": jax.random.key(1)}, *branch_inputs)["params"]}}
+
+    def apply(params, x, t, y, null):
+        added = control_branch.residuals(branch, params["branch"], x, t, y, null, HINT)
+        return model.apply({"params": params["base"]}, x, t, y, null, control=added)
+
+    return init, apply
+
+
+@pytest.mark.parametrize("family, layout_name", [
+    *((family, layout) for family in ("dit", "unet") for layout in LAYOUTS),
+    *((family, layout) for family in ("dit+controlnet", "unet+controlnet", "unet+t2i-adapter")
+      for layout in ("data_fsdp_tensor",)),
+])
 def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout_name):
     layout = LAYOUTS[layout_name]
     mesh = _mesh(layout)
-    model = _small(family)
-    init = lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, SHAPE, batch=8))
+    init, apply = _model(family)
     variables, shardings = init_sharded(init, mesh)
     variables = jax.jit(_shifted, out_shardings=shardings)(variables)
 
@@ -65,7 +95,7 @@ def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layou
     def loss(params, x, shardings=None):
         if shardings is not None:  # as the train step and the sampler apply a model
             params = gathered_for_compute(params, shardings)
-        out = model.apply({"params": params}, x, t, y, null)
+        out = apply(params, x, t, y, null)
         return jnp.mean(out**2), out
 
     host = jax.device_get(variables)

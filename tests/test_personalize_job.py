@@ -15,6 +15,7 @@ from diffcorrupt import sample
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.data.sources.fashion_mnist import FashionMnistSource
 from diffcorrupt.evaluate import evaluate
+from diffcorrupt.evaluation import classifier_training
 from diffcorrupt.report.batch import rows_of
 from diffcorrupt.report.tables import setting_label
 from diffcorrupt.sampling.shards import read_shards
@@ -48,6 +49,13 @@ def base(tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="module")
+def personalized(base):
+    workdir = base.parent / "personalized"
+    _run(workdir, f"--config.personalize.base={base}", *PERSONALIZE)
+    return workdir
+
+
 def test_personalization_resumes_bitwise_after_kill_9_and_never_writes_to_its_base(base, tmp_path):
     before = _fingerprint(base)
     flags = [f"--config.personalize.base={base}", *PERSONALIZE]
@@ -66,7 +74,7 @@ def test_personalization_resumes_bitwise_after_kill_9_and_never_writes_to_its_ba
     assert saved_run_config(tmp_path / "straight").personalize.base_step == 10  # "the newest", pinned
 
 
-def test_a_base_that_does_not_fit_is_refused_in_one_sentence(base, tmp_path):
+def test_a_base_that_does_not_fit_is_refused_in_one_sentence(base, personalized, tmp_path):
     def config(*overrides):
         flags = [a[len("--config."):] for a in SMALL[1:] + PERSONALIZE] + list(overrides)
         return load_config(SMALL[0].split("=", 1)[1], flags)
@@ -77,10 +85,8 @@ def test_a_base_that_does_not_fit_is_refused_in_one_sentence(base, tmp_path):
         validate(config(f"personalize.base={base}", "data.control="), check_data=False)
     with pytest.raises(ConfigError, match="T2I-Adapter adds features to a U-Net's encoder"):
         train(config(f"personalize.base={base}", "personalize.method=t2i-adapter"), str(tmp_path / "b"))
-    _run(tmp_path / "personalized", f"--config.personalize.base={base}", *PERSONALIZE[:-3],
-         "--config.train.num_steps=2")
     with pytest.raises(ConfigError, match="itself a personalized run; give the workdir of a diffusion run"):
-        train(config(f"personalize.base={tmp_path / 'personalized'}"), str(tmp_path / "c"))
+        train(config(f"personalize.base={personalized}"), str(tmp_path / "c"))
     assert not list(tmp_path.glob("[abc]/checkpoints/[0-9]*"))  # nothing was trained
 
 
@@ -91,29 +97,30 @@ def _sample(workdir, out, controls):
     return sample.sample_run(flags)
 
 
-def test_a_personalized_run_is_sampled_with_its_controls_and_scored_for_following_them(base, tmp_path):
-    _run(tmp_path / "run", f"--config.personalize.base={base}", *PERSONALIZE)
-    record, = _sample(tmp_path / "run", tmp_path / "samples", "dataset:test:[0:32]")
+def test_a_personalized_run_is_sampled_with_its_controls_and_scored_for_following_them(personalized, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(classifier_training, "DEFAULT_STEPS", {"fashion_mnist": 30})  # real metrics, just poor
+    _sample(personalized, tmp_path / "samples", "dataset:test:[0:32]")
     shards = read_shards(tmp_path / "samples" / "ddim5-cfg2-seed0")
     assert shards["arr_0"].shape == (40, 16, 16, 1) and shards["control"].shape == (40, 16, 16, 1)
     assert set(np.unique(shards["control"])) == {0, 255}
     labels = FashionMnistSource("test").labels()[:32]
     np.testing.assert_array_equal(shards["arr_1"], labels[np.arange(40) % 32])  # example j mod 32's own label
-    result = evaluate(tmp_path / "samples" / "ddim5-cfg2-seed0", features="classifier", train_reference="none")
+    result = evaluate(tmp_path / "samples" / "ddim5-cfg2-seed0", features="classifier", train_reference="none",
+                      reference="dataset:test:[0:500]")
     control = result["control"]
     assert control["num_samples"] == 40 and 0 <= control["edge_f1"] <= 1 and 0 <= control["edge_f1_other"] <= 1
     assert "edge_f1" in result["protocol"]
-    row, = rows_of(result, tmp_path / "run", saved_run_config(tmp_path / "run"), tmp_path / "metrics.json")
+    row, = rows_of(result, personalized, saved_run_config(personalized), tmp_path / "metrics.json")
     assert (row["personalized"], row["base"], row["corruption"], row["eta"]) == ("controlnet", "base", "symmetric", 0.1)
     assert setting_label(row) == "symmetric 10% + CEP-U 1 + controlnet" and row["edge_f1"] == control["edge_f1"]
 
 
-def test_controls_are_asked_of_personalized_runs_and_of_no_others(base, tmp_path):
+def test_controls_are_asked_of_personalized_runs_and_of_no_others(base, personalized, tmp_path):
     with pytest.raises(UserError, match="was not personalized .* drop --controls"):
         _sample(base, tmp_path / "a", "dataset:test")
-    _run(tmp_path / "run", f"--config.personalize.base={base}", *PERSONALIZE[:-3], "--config.train.num_steps=1")
     with pytest.raises(UserError, match="this run is personalized; pass --controls=dataset"):
-        _sample(tmp_path / "run", tmp_path / "b", None)
+        _sample(personalized, tmp_path / "b", None)
     with pytest.raises(UserError, match="--controls=test: name the examples"):
-        _sample(tmp_path / "run", tmp_path / "c", "test")
+        _sample(personalized, tmp_path / "c", "test")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
