@@ -13,7 +13,7 @@ from diffcorrupt.sweeps.expand import check_runs, expand
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PRESETS = ["imagenet.py", "imagenet.py:ldm4", "imagenet.py:dit_xl2", "cc3m.py", "cc3m.py:default", "fmnist.py:small",
-           "fmnist.py:memorize",
+           "fmnist.py:memorize", "fmnist.py:control",
            "shapes.py:small"]
 SCHEMA_KEYS = set(flat_keys(base_config()))
 

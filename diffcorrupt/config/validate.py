@@ -45,6 +45,21 @@ def validate(
 
         check_available(config.data)
         _check_corruption_fits(config, condition_of(config.data))
+        _check_pretrained_and_controls(config)
+
+
+def _check_pretrained_and_controls(config: ml_collections.ConfigDict) -> None:
+    """What a distillation or a personalization reads besides the data, refused before a workdir is made:
+    the pre-trained run's checkpoints and a control folder."""
+    from diffcorrupt.data.sources.controls import check_control_dir
+    from diffcorrupt.sampling.restore import newest_step
+
+    for key in ("distill.teacher", "personalize.base"):
+        section, field = key.split(".")
+        if config[section][field]:
+            newest_step(config[section][field])  # one sentence when the run has no checkpoint
+    if config.data.control == "folder":
+        check_control_dir(config.data.control_dir)
 
 
 def _check_keys_and_types(config: ml_collections.ConfigDict) -> None:

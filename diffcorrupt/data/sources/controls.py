@@ -38,14 +38,19 @@ class _Pixels:
         return {"image": self.source[index]["image"]}
 
 
+def check_control_dir(folder: str) -> pathlib.Path:
+    root = pathlib.Path(folder)
+    if not folder or not root.is_dir():
+        raise ConfigError(f"config key 'data.control_dir' is '{_shown(folder)}', which is no folder; point it at "
+                          "a folder of control images named by example index (0.png, 1.png, ...)")
+    return root
+
+
 class _ControlFolder:
     """One image per example, named by its index in the split (``17.png``; any image suffix)."""
 
     def __init__(self, folder: str, indices: np.ndarray):
-        root = pathlib.Path(folder)
-        if not folder or not root.is_dir():
-            raise ConfigError(f"config key 'data.control_dir' is '{_shown(folder)}', which is no folder; point it at "
-                              "a folder of control images named by example index (0.png, 1.png, ...)")
+        root = check_control_dir(folder)
         self.paths = {int(p.stem): p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit()}
         missing = [int(i) for i in indices if int(i) not in self.paths]
         if missing:
