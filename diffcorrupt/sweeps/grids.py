@@ -247,7 +247,7 @@ FMNIST_CONTROL = Grid(
     "fmnist_control", "configs/fmnist.py:control",
     (tuple(setting(f"controlnet-{s.label}", {"personalize.base": f"runs/fmnist_latent/{s.label}_seed{{seed}}"})
            for s in etas(LCM_ETAS)),),
-    seeds=SMALL_SEEDS, report=CONTROL_REPORT,
+    seeds=SMALL_SEEDS, report=CONTROL_REPORT, rows="docs/results/fmnist_control/*.csv",
     doc="ControlNet personalization on Canny edges of each fmnist_latent run (its own seed's, from runs/fmnist_latent: "
         "sweep that grid first), clean personalization data: docs/personalization.md compares the clean and the "
         "5%-corrupted bases by FD, precision/recall, accuracy and edge F1 on held-out controls.")
