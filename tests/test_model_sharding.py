@@ -73,7 +73,7 @@ def _model(family):
 
 @pytest.mark.parametrize("family, layout_name", [
     *((family, layout) for family in ("dit", "unet") for layout in LAYOUTS),
-    *((family, layout) for family in ("dit+controlnet", "unet+controlnet", "unet+t2i-adapter")
+    *((family, layout) for family in ("dit+controlnet", "unet+controlnet")
       for layout in ("data_fsdp_tensor",)),
 ])
 def test_sharded_forward_and_backward_equal_the_single_device_ones(family, layout_name):
