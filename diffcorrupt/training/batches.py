@@ -26,9 +26,8 @@ def control_shape(config: ml_collections.ConfigDict, source) -> tuple[int, int, 
     """The shape of the batches' control images (at the pixels' size, for latents too), or None."""
     if not config.data.control:
         return None
-    meta = getattr(source, "meta", None) or {}
-    return meta.get("image_size", config.data.image_size), meta.get("image_size", config.data.image_size), \
-        control_channels(config.data.control)
+    size = (getattr(source, "meta", None) or {}).get("image_size", config.data.image_size)
+    return size, size, control_channels(config.data.control)
 
 
 def model_batch(batch: dict[str, np.ndarray], tokenizer: Tokenizer | None) -> dict[str, np.ndarray]:
