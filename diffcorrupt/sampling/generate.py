@@ -4,9 +4,9 @@ Sample j is a pure function of (seed, j): its initial noise is drawn from
 ``fold_in(fold_in(key(seed), j), 0)`` and the noise its sampler adds on the way (DDPM, LCM, DDIM
 with eta > 0) from ``fold_in(..., 1)``; its condition is class ``j mod C`` (so any N/C-divisible N is
 class-balanced, and every prefix nearly so) or caption ``j mod len(captions)``, or for a
-personalized run the control image and label (or caption) of example ``j mod N`` of its controls. Which batch, which
-device and which restart computes j therefore changes nothing, and the guidance scales of one run
-share their noise, so their samples differ only by the scale.
+personalized run the control image and label (or caption) of example ``j mod N`` of its controls.
+Which batch, which device and which restart computes j therefore changes nothing, and the guidance
+scales of one run share their noise, so their samples differ only by the scale.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from diffcorrupt.data.global_batch import batch_sharding
 from diffcorrupt.diffusion.samplers import NOISY_SAMPLERS, guided, sample
 from diffcorrupt.errors import UserError
+from diffcorrupt.models.control_branch import residuals
 from diffcorrupt.parallel.mesh import BATCH_AXES
 from diffcorrupt.parallel.sharding import gathered_for_compute
-from diffcorrupt.models.control_branch import residuals
 from diffcorrupt.sampling.controls import ControlSet
 from diffcorrupt.sampling.quantise import quantise
 from diffcorrupt.sampling.restore import RestoredModel
@@ -95,6 +95,7 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
 
     def generate(params, base_params, decoder, index: jax.Array, cond: jax.Array, hint: jax.Array | None) -> jax.Array:
         params = gathered_for_compute(params, param_shardings)
+        frozen = None if base is None else gathered_for_compute(base_params, base_shardings)  # once, not per step
         keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(settings.seed), j))(index)
         noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 0), restored.input_shape))(keys)
 
@@ -102,7 +103,6 @@ def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh
             if base is None:
                 return model.apply({"params": params}, x, t, cond, null, **kwargs)
             added = residuals(model, params, x, t, cond, null, hint)
-            frozen = gathered_for_compute(base_params, base_shardings)
             return base.model.apply({"params": frozen}, x, t, cond, null, control=added)
 
         if config.distill.teacher:  # a distilled student has learnt the guided output: one call per step
