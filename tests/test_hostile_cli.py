@@ -67,7 +67,7 @@ def test_corpus_covers_every_job_and_tool():
     jobs = {case.argv[1] for case in CASES if case.argv[0] == "diffcorrupt"}
     assert jobs == set(JOBS)
     assert {case.argv[1] for case in CASES if case.argv[0] == "tool"} == {
-        "convert_autoencoder.py", "import_dit.py", "import_ldm.py", "convert_inception.py"}
+        "convert_autoencoder.py", "import_dit.py", "import_ldm.py", "import_control.py", "convert_inception.py"}
     assert len(CASES) >= 60 and sum(counts().values()) == len(CASES)
     assert len({case.id for case in CASES}) == len(CASES)
 

@@ -6,12 +6,10 @@ not fit refused in one sentence."""
 import hashlib
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
 
-from diffcorrupt import sample
 from diffcorrupt.config.loading import load_config
 from diffcorrupt.data.sources.fashion_mnist import FashionMnistSource
 from diffcorrupt.evaluate import evaluate
@@ -23,7 +21,7 @@ from diffcorrupt.config.validate import validate
 from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.training.loop import train
-from train_runs import REPO, SMALL, env_with_devices, resumed_after_kill_9
+from train_runs import REPO, SMALL, env_with_devices, resumed_after_kill_9, sample_run
 
 # Clean personalization data and no CEP beside a base pre-trained at eta 10% with CEP-U (SMALL's):
 # the report must label the run by its base's pre-training.
@@ -90,17 +88,10 @@ def test_a_base_that_does_not_fit_is_refused_in_one_sentence(base, personalized,
     assert not list(tmp_path.glob("[abc]/checkpoints/[0-9]*"))  # nothing was trained
 
 
-def _sample(workdir, out, controls):
-    flags = types.SimpleNamespace(workdir=str(workdir), step=None, num_samples=40, sampler="ddim", steps=5,
-                                  cfg_scale="2", eta=None, seed=0, batch_size=20, captions=None, out=str(out),
-                                  mesh="-1,1,1", autoencoder=None, controls=controls)
-    return sample.sample_run(flags)
-
-
 def test_a_personalized_run_is_sampled_with_its_controls_and_scored_for_following_them(personalized, tmp_path,
                                                                                        monkeypatch):
     monkeypatch.setattr(classifier_training, "DEFAULT_STEPS", {"fashion_mnist": 30})  # real metrics, just poor
-    _sample(personalized, tmp_path / "samples", "dataset:test:[0:32]")
+    sample_run(personalized, tmp_path / "samples", "dataset:test:[0:32]")
     shards = read_shards(tmp_path / "samples" / "ddim5-cfg2-seed0")
     assert shards["arr_0"].shape == (40, 16, 16, 1) and shards["control"].shape == (40, 16, 16, 1)
     assert set(np.unique(shards["control"])) == {0, 255}
@@ -118,9 +109,9 @@ def test_a_personalized_run_is_sampled_with_its_controls_and_scored_for_followin
 
 def test_controls_are_asked_of_personalized_runs_and_of_no_others(base, personalized, tmp_path):
     with pytest.raises(UserError, match="was not personalized .* drop --controls"):
-        _sample(base, tmp_path / "a", "dataset:test")
+        sample_run(base, tmp_path / "a", "dataset:test")
     with pytest.raises(UserError, match="this run is personalized; pass --controls=dataset"):
-        _sample(personalized, tmp_path / "b", None)
+        sample_run(personalized, tmp_path / "b", None)
     with pytest.raises(UserError, match="--controls=test: name the examples"):
-        _sample(personalized, tmp_path / "c", "test")
+        sample_run(personalized, tmp_path / "c", "test")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

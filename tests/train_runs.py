@@ -8,14 +8,33 @@ import pathlib
 import signal
 import subprocess
 import time
+import types
 
 import jax
 import numpy as np
 
+from diffcorrupt import sample
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("reliability", REPO / "tools" / "reliability.py")
-reliability = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reliability)
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (tools/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sample_run(workdir, out, controls=None):
+    """40 samples of ``workdir`` at guidance 2 (5 DDIM steps) into ``out``, as the sample job's flags ask."""
+    flags = types.SimpleNamespace(workdir=str(workdir), step=None, num_samples=40, sampler="ddim", steps=5,
+                                  cfg_scale="2", eta=None, seed=0, batch_size=20, captions=None, out=str(out),
+                                  mesh="-1,1,1", autoencoder=None, controls=controls)
+    return sample.sample_run(flags)
+
+
+reliability = load_tool("reliability")
 SMALL = reliability.SMALL  # a model of four 4x4 patches on 16x16 Fashion-MNIST: every step takes milliseconds
 
 

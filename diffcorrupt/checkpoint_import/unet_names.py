@@ -26,7 +26,7 @@ Layout: numeric segments of diffusers' names become part of our module names the
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from diffcorrupt.checkpoint_import.dit_names import Path, Rule, _linear, _patch_embed, _same
 from diffcorrupt.errors import UserError
@@ -80,16 +80,11 @@ def _transformer(path: Path, name: str, depth: int, linear_projection: bool) -> 
     return rules + projection(path + ("proj_out",), f"{name}.proj_out")
 
 
-def diffusers_unet_rules(*, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
-                         attention_resolutions: Sequence[int], transformer_depth: int,
-                         linear_projection: bool = False, **_: Any) -> list[Rule]:
-    """Rules for every U-Net parameter of a ``UNet`` with these fields (extra keyword arguments,
-    e.g. a whole ``UNET_PRESETS`` entry, are ignored). The condition embedder
-    (``cond_stage_model``) and ``context_proj`` are not part of a diffusers U-Net and get no rule."""
-
-    def transformer(path: Path, name: str) -> list[Rule]:
-        return _transformer(path, name, transformer_depth, linear_projection)
-
+def _encoder_rules(model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                   attention_resolutions: Sequence[int], transformer: Callable[[Path, str], list[Rule]]
+                   ) -> tuple[list[Rule], list[int]]:
+    """(rules, the widths of the skips in order) of the embedders, input blocks and middle block:
+    what a U-Net and a ControlNet's copy of it share."""
     rules = (_linear(("time_embed", "fc1"), "time_embedding.linear_1")
              + _linear(("time_embed", "fc2"), "time_embedding.linear_2")
              + _conv(("input_blocks_0_0",), "conv_in"))
@@ -112,7 +107,31 @@ def diffusers_unet_rules(*, model_channels: int, channel_mult: Sequence[int], nu
     rules += (_resnet(("middle_block_0",), "mid_block.resnets.0", False)
               + transformer(("middle_block_1",), "mid_block.attentions.0")
               + _resnet(("middle_block_2",), "mid_block.resnets.1", False))
+    return rules, skips
 
+
+def _transformers(transformer_depth: int, linear_projection: bool) -> Callable[[Path, str], list[Rule]]:
+    return lambda path, name: _transformer(path, name, transformer_depth, linear_projection)
+
+
+def diffusers_encoder_rules(*, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                            attention_resolutions: Sequence[int], transformer_depth: int,
+                            linear_projection: bool = False, **_: Any) -> list[Rule]:
+    """Rules for the embedders, input blocks and middle block of a ``UNet`` with these fields, as a
+    diffusers ``ControlNetModel`` names its copy of them (the same names as the U-Net's)."""
+    return _encoder_rules(model_channels, channel_mult, num_res_blocks, attention_resolutions,
+                          _transformers(transformer_depth, linear_projection))[0]
+
+
+def diffusers_unet_rules(*, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                         attention_resolutions: Sequence[int], transformer_depth: int,
+                         linear_projection: bool = False, **_: Any) -> list[Rule]:
+    """Rules for every U-Net parameter of a ``UNet`` with these fields (extra keyword arguments,
+    e.g. a whole ``UNET_PRESETS`` entry, are ignored). The condition embedder
+    (``cond_stage_model``) and ``context_proj`` are not part of a diffusers U-Net and get no rule."""
+    transformer = _transformers(transformer_depth, linear_projection)
+    rules, skips = _encoder_rules(model_channels, channel_mult, num_res_blocks, attention_resolutions, transformer)
+    channels, ds = skips[-1], 2 ** (len(channel_mult) - 1)
     block = 0
     for up, (level, mult) in enumerate(reversed(list(enumerate(channel_mult)))):
         name = f"up_blocks.{up}"
@@ -155,20 +174,21 @@ def _one(value: Any, key: str, where: str) -> Any:
     return value
 
 
-def unet_settings(config: dict[str, Any], where: str) -> dict[str, Any]:
+def unet_settings(config: dict[str, Any], where: str, kind: str = "UNet2DConditionModel") -> dict[str, Any]:
     """Our ``UNet`` fields (without the conditioning ones) and ``linear_projection``, from a
-    diffusers ``unet/config.json``; a ``UserError`` names the first setting we do not compute."""
-    kind = config.get("_class_name")
-    if kind != "UNet2DConditionModel":
-        raise UserError(f"{where} describes a {kind or 'model of no _class_name'}, not a UNet2DConditionModel; only "
-                        "latent-diffusion U-Nets with spatial transformers (cross-attention) can be imported")
+    diffusers ``unet/config.json`` (or, with ``kind="ControlNetModel"``, from a ControlNet's
+    config, whose copy has no up blocks); a ``UserError`` names the first setting we do not compute."""
+    if config.get("_class_name") != kind:
+        raise UserError(f"{where} describes a {config.get('_class_name') or 'model of no _class_name'}, not a {kind}; "
+                        "only latent-diffusion U-Nets with spatial transformers (cross-attention) can be imported")
     for key, value in _REQUIRED.items():
         got = config.get(key, value)
         if isinstance(got, (list, tuple)) and got and all(g == got[0] for g in got):
             got = got[0]  # a per-level setting, equal on every level
         if got != value:
             raise UserError(f"{where} sets '{key}' to {config[key]!r}; our U-Net computes only {value!r} there")
-    down, up = list(config["down_block_types"]), list(config["up_block_types"])
+    down = list(config["down_block_types"])
+    up = list(config.get("up_block_types", [k.replace("Down", "Up") for k in reversed(down)]))
     channels = [int(c) for c in config["block_out_channels"]]
     model_channels = channels[0]
     if any(c % model_channels for c in channels):
@@ -183,7 +203,8 @@ def unet_settings(config: dict[str, Any], where: str) -> dict[str, Any]:
         raise UserError(f"{where} has attention at different levels going down ({down}) and up ({up}); "
                         "our U-Net mirrors them")
     return dict(
-        in_channels=int(config.get("in_channels", 4)), out_channels=int(config.get("out_channels", 4)),
+        in_channels=int(config.get("in_channels", 4)),
+        out_channels=int(config.get("out_channels", config.get("in_channels", 4))),
         model_channels=model_channels, channel_mult=tuple(c // model_channels for c in channels),
         num_res_blocks=int(_one(config.get("layers_per_block", 2), "layers_per_block", where)),
         attention_resolutions=tuple(2**i for i in attention_levels),

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from diffcorrupt.errors import UserError
 from diffcorrupt.output_paths import output_folder
+from diffcorrupt.models.control_branch import example_branch_inputs, make_control
 from diffcorrupt.models.registry import example_inputs, model_from_config
 from diffcorrupt.sampling.restore import write_model_spec
 from diffcorrupt.training.optimizer import make_optimizer
@@ -39,17 +40,18 @@ def check_fresh_workdir(workdir: str | Path) -> Path:
 
 def write_imported_run(workdir: str | Path, config: ml_collections.ConfigDict, params: Any,
                        input_shape: tuple[int, int, int], num_classes: int, autoencoder: str | None,
-                       step: int = 0) -> Path:
+                       step: int = 0, control_shape: tuple[int, int, int] | None = None) -> Path:
     """Writes ``<workdir>/checkpoints/<step>/`` and ``<workdir>/model.json``; returns the step folder.
 
     ``params`` must have the tree and shapes of ``config``'s model (checked, naming the first
-    difference). A workdir that already holds checkpoints is refused: an import never mixes with,
-    or overwrites, a run.
+    difference), or for a personalized run (``config.personalize.base`` set) of its control branch
+    reading control images of ``control_shape``. A workdir that already holds checkpoints is
+    refused: an import never mixes with, or overwrites, a run.
     """
     workdir = check_fresh_workdir(workdir)
     directory = workdir / "checkpoints"
     params = jax.tree.map(jnp.asarray, params)
-    _check_tree(params, config, input_shape, num_classes)
+    _check_tree(params, config, input_shape, num_classes, control_shape)
     optimizer, _ = make_optimizer(config.train)
     state = TrainState(
         step=jnp.asarray(step, jnp.int32), params=params, ema_params=params, opt_state=optimizer.init(params),
@@ -68,16 +70,19 @@ def write_imported_run(workdir: str | Path, config: ml_collections.ConfigDict, p
         manager.wait_until_finished()
     finally:
         manager.close()
-    write_model_spec(workdir, input_shape, num_classes, autoencoder)
+    write_model_spec(workdir, input_shape, num_classes, autoencoder, control_shape)
     return directory / str(step)
 
 
 def _check_tree(params: Any, config: ml_collections.ConfigDict, input_shape: tuple[int, int, int],
-                num_classes: int) -> None:
+                num_classes: int, control_shape: tuple[int, int, int] | None) -> None:
     """Names the first parameter whose presence or shape differs from the configured model's."""
     model = model_from_config(config, input_shape, num_classes)
-    abstract = nn.meta.unbox(jax.eval_shape(
-        lambda: model.init({"params": jax.random.key(0)}, *example_inputs(model, input_shape))["params"]))
+    inputs = example_inputs(model, input_shape)
+    if config.personalize.base:
+        model = make_control(config.personalize.method, model, input_shape[0], config.personalize.copies)
+        inputs = example_branch_inputs(model, input_shape, control_shape)
+    abstract = nn.meta.unbox(jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *inputs)["params"]))
     want = {jax.tree_util.keystr(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
     have = {jax.tree_util.keystr(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_leaves_with_path(params)}
     for name in sorted(set(want) | set(have)):

@@ -31,6 +31,11 @@ def halvings(control_size: int, model_size: int) -> int:
     return factor.bit_length() - 1
 
 
+def stage_widths(count: int) -> tuple[int, ...]:
+    """ControlNet's widths for an encoder that halves ``count`` times (the last one repeats)."""
+    return STAGE_CHANNELS[:count + 1] + STAGE_CHANNELS[-1:] * max(0, count + 1 - len(STAGE_CHANNELS))
+
+
 class HintEmbedder(nn.Module):
     """(B, S, S, C) control images -> (B, S / 2**k, S / 2**k, ``features``); ``stages`` overrides
     the channels of each stage (its length is k + 1)."""
@@ -43,7 +48,7 @@ class HintEmbedder(nn.Module):
     @nn.compact
     def __call__(self, hint: jax.Array) -> jax.Array:
         count = halvings(hint.shape[1], self.model_size)
-        stages = self.stages or STAGE_CHANNELS[:count + 1] + STAGE_CHANNELS[-1:] * max(0, count + 1 - len(STAGE_CHANNELS))
+        stages = self.stages or stage_widths(count)
         if len(stages) != count + 1:
             raise ConfigError(f"the control encoder has {len(stages)} stages but halves its {hint.shape[1]}x{hint.shape[1]} "
                               f"control images {count} times; give it {count + 1} stage widths")

@@ -69,7 +69,7 @@ def restore_ema(workdir: str | Path, mesh: Mesh, step: int | None = None,
     workdir = Path(workdir)
     manager, step = _open(workdir, step)
     config = _read_config(manager, step)
-    input_shape, num_classes, recorded, control_shape = _model_spec(workdir, config)
+    input_shape, num_classes, recorded, control_shape = model_spec(workdir, config)
     autoencoder = autoencoder or recorded
     model = model_from_config(config, input_shape, num_classes)
     inputs, base = example_inputs(model, input_shape), None
@@ -177,8 +177,9 @@ def _config_from_saved(saved: dict) -> ml_collections.ConfigDict:
     return config
 
 
-def _model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int, str | None,
-                                                                          tuple[int, int, int] | None]:
+def model_spec(workdir: Path, config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], int, str | None,
+                                                                         tuple[int, int, int] | None]:
+    """(input shape, class count, autoencoder folder, control shape) of the run in ``workdir``."""
     spec_path = workdir / MODEL_SPEC
     if spec_path.is_file():
         spec = json.loads(spec_path.read_text())
