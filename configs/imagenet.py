@@ -45,6 +45,25 @@ preset's guidance. The paper compares with the 50K validation images; the sweep 
 reference batch instead, the usual stand-in (linked from guided-diffusion's evaluations/ README):
   diffcorrupt report --workdirs='runs/ldm4-*' --reference=references/VIRTUAL_imagenet256_labeled.npz
 
+Personalization (paper section 3.5, docs/personalization.md): a control branch beside a pre-trained run,
+trained 10 epochs on ImageNet-100's Canny edges with diffusers' ControlNet training defaults (lr 5e-6
+constant after 500 warm-up steps, AdamW weight decay 1e-2, gradient norm 1, no empty prompts, no EMA; 4
+images a device on the paper's 8 GPUs: batch 32, 39,590 steps), the base frozen:
+
+controlnet_ldm4  ControlNet beside an ldm4 run      (personalize.base: runs/imagenet_ldm4/eta0_seed0)
+t2i_ldm4         T2I-Adapter beside an ldm4 run     (the same base)
+controlnet_dit   ControlNet-Transformer beside a dit_xl2 run, 13 of 28 blocks copied as PixArt-delta
+                 (personalize.base: runs/imagenet_dit/eta0_seed0)
+  diffcorrupt train --config=configs/imagenet.py:controlnet_ldm4 --workdir=runs/in100-canny-eta0.025 \\
+    --config.personalize.base=runs/imagenet_ldm4/eta0.025-symmetric_seed0
+  diffcorrupt report --workdirs='runs/in100-canny-*' --controls=dataset:validation:classes:classes/imagenet100.json \\
+    --reference=dataset:validation:classes:classes/imagenet100.json --num_samples=5000
+``diffcorrupt sweep --grid=imagenet100_ldm4_controlnet`` (and ``_t2i``, ``imagenet100_dit_controlnet``) runs one
+beside each clean, symmetric-eta, CEP-U and CEP-G run of the pre-training grids. ImageNet-100 is a list the
+paper does not publish and this repository does not ship: the usual one is CMC's (Tian et al. 2019,
+``imagenet100.txt``, 100 WordNet ids); write it as ``classes/imagenet100.json``, a JSON list of WordNet ids or
+class ids. The step count assumes its 126,689 training images; set train.num_steps for another list.
+
 Asymmetric corruption flips only among the ImageNet classes that overlap CIFAR-100 (WordNet), a list the
 paper does not publish and this repository does not ship: write it as ``groups/imagenet_cifar100.json``, one
 list of class ids or of the dataset's class names (WordNet ids for TFDS imagenet2012), e.g. ``[["n01440764", "n02123045", ...]]`` (or point
@@ -55,6 +74,9 @@ from diffcorrupt.config.loading import select_preset
 from diffcorrupt.config.schema import base_config
 
 IMAGENET_CIFAR100_GROUPS = "groups/imagenet_cifar100.json"
+IMAGENET100_CLASSES = "classes/imagenet100.json"
+IMAGENET100_TRAIN = 126_689  # training images of CMC's ImageNet-100 (1,300 a class, fewer in a few)
+PERSONALIZE_BATCH = 32  # diffusers' train_controlnet.py: 4 per device, on the paper's 8 GPUs
 
 
 def _default(config):
@@ -100,6 +122,42 @@ def _dit_xl2(config):
     config.sample.cfg_scale = 1.75
 
 
+def _personalize(config, pretrain, base, method):
+    """Personalization on ImageNet-100 (paper section 3.5) beside the pre-trained run ``base``: Canny
+    edges of the same latents' images, the classes of ``IMAGENET100_CLASSES`` (labels unchanged, so
+    the base's class table serves), clean data, 10 epochs with diffusers' ControlNet defaults."""
+    pretrain(config)
+    config.personalize.base = base
+    config.personalize.method = method
+    config.data.subset = f"classes:{IMAGENET100_CLASSES}"
+    config.data.control = "canny"
+    config.model.label_drop = 0.0  # proportion_empty_prompts
+    config.train.batch_size = PERSONALIZE_BATCH
+    config.train.num_steps = 10 * IMAGENET100_TRAIN // PERSONALIZE_BATCH
+    config.train.lr = 5e-6
+    config.train.lr_schedule = "constant"
+    config.train.warmup_steps = 500
+    config.train.weight_decay = 1e-2
+    config.train.grad_clip = 1.0
+    config.train.ema_decay = 0.0  # diffusers keeps no EMA of a ControlNet: the sampled weights are the trained ones
+    config.checkpoint.every_steps = 5_000
+    config.checkpoint.keep_every = 0
+
+
+def _controlnet_ldm4(config):
+    _personalize(config, _ldm4, "runs/imagenet_ldm4/eta0_seed0", "controlnet")
+
+
+def _t2i_ldm4(config):
+    _personalize(config, _ldm4, "runs/imagenet_ldm4/eta0_seed0", "t2i-adapter")
+
+
+def _controlnet_dit(config):
+    _personalize(config, _dit_xl2, "runs/imagenet_dit/eta0_seed0", "controlnet")
+    config.personalize.copies = 13  # PixArt-delta's 13 of 28 blocks
+
+
 def get_config(arg=None):
-    return select_preset(arg, {"default": _default, "ldm4": _ldm4, "dit_xl2": _dit_xl2}, base_config(),
-                         "configs/imagenet.py")
+    return select_preset(arg, {"default": _default, "ldm4": _ldm4, "dit_xl2": _dit_xl2,
+                               "controlnet_ldm4": _controlnet_ldm4, "t2i_ldm4": _t2i_ldm4,
+                               "controlnet_dit": _controlnet_dit}, base_config(), "configs/imagenet.py")

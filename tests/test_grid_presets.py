@@ -13,7 +13,8 @@ from diffcorrupt.sweeps.expand import check_runs, expand
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PRESETS = ["imagenet.py", "imagenet.py:ldm4", "imagenet.py:dit_xl2", "cc3m.py", "cc3m.py:default", "fmnist.py:small",
-           "fmnist.py:memorize", "fmnist.py:control",
+           "fmnist.py:memorize", "fmnist.py:control", "imagenet.py:controlnet_ldm4", "imagenet.py:t2i_ldm4",
+           "imagenet.py:controlnet_dit",
            "shapes.py:small"]
 SCHEMA_KEYS = set(flat_keys(base_config()))
 
@@ -91,7 +92,21 @@ EXPECTED_COUNTS = {
     "fmnist_memorization": 54,  # 3 sizes x (4 etas + CEP-U + CEP-G) x 3 seeds
     "fmnist_latent": 6, "fmnist_lcm": 6,  # (clean, 5% symmetric) x 3 seeds: teachers and their students
     "fmnist_control": 6,  # a ControlNet beside each fmnist_latent run
+    # a branch beside the clean, 6 symmetric-eta, CEP-U and CEP-G pre-training runs
+    "imagenet100_ldm4_controlnet": 9, "imagenet100_ldm4_t2i": 9, "imagenet100_dit_controlnet": 9,
 }
+
+
+def test_personalization_presets_carry_diffusers_controlnet_recipe():
+    for preset, method, base in (("controlnet_ldm4", "controlnet", "runs/imagenet_ldm4/eta0_seed0"),
+                                 ("t2i_ldm4", "t2i-adapter", "runs/imagenet_ldm4/eta0_seed0"),
+                                 ("controlnet_dit", "controlnet", "runs/imagenet_dit/eta0_seed0")):
+        config = load(f"imagenet.py:{preset}")
+        assert (config.personalize.method, config.personalize.base, config.data.control) == (method, base, "canny")
+        assert config.data.subset == "classes:classes/imagenet100.json" and config.model.label_drop == 0
+        assert (config.train.lr, config.train.warmup_steps, config.train.batch_size, config.train.num_steps,
+                config.train.weight_decay, config.train.grad_clip) == (5e-6, 500, 32, 39_590, 1e-2, 1.0)
+    assert load("imagenet.py:controlnet_dit").personalize.copies == 13
 
 
 def test_every_grid_is_listed():

@@ -449,7 +449,7 @@ def test_bad_json_groups(fmnist, tmp_path):
 
     out_of_range = tmp_path / "range.json"
     out_of_range.write_text(json.dumps([[0, 12]]))
-    with pytest.raises(ConfigError, match="outside"):
+    with pytest.raises(ConfigError, match=r"class 12, which this dataset does not have; .* ids in \[0, 10\)"):
         parse_groups(str(out_of_range), fmnist)
 
 

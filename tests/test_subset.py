@@ -100,3 +100,24 @@ def test_a_held_out_reference_is_named_by_split_and_subset():
 def test_the_classifier_is_trained_on_the_whole_split_whatever_the_run_trained_on():
     whole, sub = _config().data, _config("data.subset=balanced[0:500]").data
     assert classifier_training.classifier_dir(whole) == classifier_training.classifier_dir(sub)
+
+
+def test_a_class_subset_keeps_every_example_of_its_classes_with_their_labels(tmp_path):
+    full = FashionMnistSource("test")
+    names = tmp_path / "classes.json"
+    names.write_text('["Sneaker", 0]')
+    source = make_source(_config(f"data.subset=classes:{names}").data)
+    wanted = np.flatnonzero(np.isin(full.labels(), [0, 7]))
+    assert len(source) == len(wanted) == 2000
+    np.testing.assert_array_equal(source.labels(), full.labels()[wanted])  # the labels are not renumbered
+    np.testing.assert_array_equal(source[1]["image"], full[wanted[1]]["image"])
+    np.testing.assert_array_equal(subset_indices(full, "classes:7,0"), wanted)
+    (tmp_path / "bad.json").write_text('["Llama"]')
+    with pytest.raises(ConfigError, match="names class 'Llama', which this dataset does not have"):
+        subset_indices(full, f"classes:{tmp_path / 'bad.json'}")
+    with pytest.raises(ConfigError, match=r"names '.*missing.json', which does not exist"):
+        subset_indices(full, f"classes:{tmp_path / 'missing.json'}")
+    with pytest.raises(ConfigError, match="names class 10, which this dataset does not have"):
+        subset_indices(full, "classes:3,10")
+    with pytest.raises(ConfigError, match="or 'classes:FILE.json'"):
+        validate(_config("data.subset=classes:"), check_data=False)

@@ -69,7 +69,7 @@ def parse_groups(spec: str, source: ClassSource) -> list[list[int]]:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ConfigError(f"groups file '{spec}' is not valid JSON ({err}); write a list of lists of class ids or names") from None
-        groups = [[_class_id(item, source, spec) for item in group] for group in raw]
+        groups = [[source.class_id(item, f"groups file '{spec}'") for item in group] for group in raw]
     else:
         try:
             groups = [[int(c) for c in part.split(",")] for part in spec.split(";")]
@@ -88,11 +88,3 @@ def parse_groups(spec: str, source: ClassSource) -> list[list[int]]:
                 raise ConfigError(f"class {c} appears in two groups of data.corruption.groups; put each class in one group")
             seen.add(c)
     return [sorted(set(group)) for group in groups]
-
-
-def _class_id(item: int | str, source: ClassSource, spec: str) -> int:
-    if isinstance(item, int):
-        return item
-    if item in source.class_names:
-        return source.class_names.index(item)
-    raise ConfigError(f"groups file '{spec}' names class '{item}', which this dataset does not have; use its class names or ids")

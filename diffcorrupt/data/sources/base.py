@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from diffcorrupt.errors import ConfigError
+
 Element = dict[str, Any]
 
 
@@ -42,6 +44,15 @@ class ClassSource(Source):
     def default_groups(self) -> list[list[int]] | None:
         """Class groups for asymmetric corruption when the config names none."""
         return None
+
+    def class_id(self, item: int | str, where: str) -> int:
+        """A class named by id or by name in ``where`` (a file or config key, for the message)."""
+        if isinstance(item, int) and 0 <= item < self.num_classes:
+            return item
+        if isinstance(item, str) and item in self.class_names:
+            return self.class_names.index(item)
+        raise ConfigError(f"{where} names class {item!r}, which this dataset does not have; use its class names or "
+                          f"ids in [0, {self.num_classes})")
 
 
 class TextSource(Source):
