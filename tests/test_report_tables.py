@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from diffcorrupt.report import plots
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.tables import aggregate, best_scale, primary_metric, setting_label, write_tables
 
@@ -151,3 +152,15 @@ def test_baselines_are_settings_of_their_own(tmp_path):
     write_tables(rows, tmp_path)
     best = (tmp_path / "best.md").read_text()
     assert "| corruption | eta | CEP | baseline |" in best and "| label smoothing 0.1 |" in best
+
+
+def test_edge_f1_is_drawn_beside_its_same_class_chance_level(tmp_path, monkeypatch):
+    rows = [_row(network="classifier", cfg=cfg, seed=seed, fd=1.0, edge_f1=0.8 + seed / 100, edge_f1_other=0.6)
+            for cfg in (1.0, 2.0) for seed in (0, 1)]
+    drawn = {}
+    monkeypatch.setattr(plots, "save_lines", lambda path, lines, *args, **kwargs: drawn.setdefault(path.name, lines))
+    write_plots(rows, tmp_path)
+    lines = drawn["classifier_edge_f1_vs_cfg.png"]
+    assert sorted(lines) == ["clean", "clean, same-class control"]
+    assert [(x, round(mean, 3)) for x, mean, _ in lines["clean"]] == [(1.0, 0.805), (2.0, 0.805)]
+    assert [mean for _, mean, _ in lines["clean, same-class control"]] == [0.6, 0.6]

@@ -20,7 +20,10 @@ from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
 
 # Metrics drawn against the guidance scale besides the primary distance, where a network has them.
-SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio")
+SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio", "edge_f1")
+# Metrics read against a chance level, drawn beside them: a personalized run's edge F1 against that of
+# another control of the same class, which a model ignoring its control reaches.
+CHANCE = {"edge_f1": ("edge_f1_other", "same-class control")}
 
 NETWORK_NAMES = {"inception": "Inception", "classifier": "classifier features"}
 # A line: label -> points (x, mean, std or None), drawn in x order.
@@ -75,9 +78,12 @@ def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row], metric:
     metric = metric or primary_metric(network)
     suffix = _sampler_suffix(aggregated)
     lines: Lines = {}
+    chance, chance_name = CHANCE.get(metric, (None, ""))
     for row in latest_rows(aggregated, key=lambda r: setting_label(r) + suffix(r)):
         if metric_value(row, metric) is not None:
             add_point(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
+            if chance and metric_value(row, chance) is not None:
+                add_point(lines, f"{setting_label(row)}{suffix(row)}, {chance_name}", row["cfg_scale"], row, chance)
     return save_lines(path, lines, "classifier-free guidance scale", axis_label(metric, network),
                        f"{METRIC_NAMES[metric]} vs guidance scale (latest step)")
 
