@@ -21,13 +21,13 @@ from diffcorrupt.config.validate import validate
 from diffcorrupt.errors import ConfigError, UserError
 from diffcorrupt.sampling.restore import saved_run_config
 from diffcorrupt.training.loop import train
-from train_runs import REPO, SMALL, env_with_devices, resumed_after_kill_9, sample_run
+from train_runs import REPO, SMALL, env_with_devices, load_tool, resumed_after_kill_9, sample_run
 
 # Clean personalization data and no CEP beside a base pre-trained at eta 10% with CEP-U (SMALL's):
 # the report must label the run by its base's pre-training.
 PERSONALIZE = ["--config.data.control=canny", "--config.data.corruption.ratio=0", "--config.model.cep.kind=none",
                "--config.model.label_drop=0", "--config.train.num_steps=20", "--config.checkpoint.every_steps=5",
-               "--config.train.lr=1e-3"]
+               "--config.train.lr=1e-3", "--config.train.ema_decay=0"]  # 20 steps move a branch, not its EMA
 
 
 def _run(workdir, *flags, devices=1):
@@ -115,3 +115,16 @@ def test_controls_are_asked_of_personalized_runs_and_of_no_others(base, personal
     with pytest.raises(UserError, match="--controls=test: name the examples"):
         sample_run(personalized, tmp_path / "c", "test")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_control_reliance_compares_own_same_class_and_blank_controls_on_the_same_noise(base, personalized):
+    reliance = load_tool("control_reliance").control_reliance
+    result = reliance(personalized, "dataset:test:[0:40]", examples=40)
+    assert result["examples"] == 40 and set(result["mse"]) == {"base", "own", "same_class", "blank"}
+    assert all(np.isfinite(v) and v > 0 for v in result["mse"].values())
+    assert result["mse"]["own"] != result["mse"]["base"]  # the trained branch reaches the output
+    assert len(result["mse_by_t"]) == 4
+    again = reliance(personalized, "dataset:test:[0:40]", examples=40)
+    assert again["mse"] == result["mse"]  # one key: the same timesteps and noise every time
+    with pytest.raises(UserError, match="was not personalized"):
+        reliance(base, "dataset:test:[0:40]")

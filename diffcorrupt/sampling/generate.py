@@ -70,11 +70,16 @@ def controlled_conditions(restored: RestoredModel, controls: ControlSet,
     """(conditions, control maps) of a personalized run's samples: example ``j mod N`` of the
     control set gives sample j its control image and its own clean label or caption."""
     hints, elements = controls.examples(indices)
+    return example_conditions(restored, elements), hints
+
+
+def example_conditions(restored: RestoredModel, elements: Sequence[dict]) -> Conditions:
+    """The conditions of dataset examples: each one's own clean label or caption."""
     if restored.num_classes:
         labels = np.asarray([element["label"] for element in elements], np.int32)
-        return Conditions(labels, labels, None), hints
+        return Conditions(labels, labels, None)
     chosen = np.asarray([element["caption"] for element in elements])
-    return Conditions(restored.tokenizer.encode_batch(list(chosen)), None, chosen), hints
+    return Conditions(restored.tokenizer.encode_batch(list(chosen)), None, chosen)
 
 
 def make_generator(restored: RestoredModel, settings: SampleSettings, mesh: Mesh,
