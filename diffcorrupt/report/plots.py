@@ -55,15 +55,20 @@ def add_point(lines: Lines, label: str, x: float, row: Row, metric: str) -> None
 
 
 def save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, title: str,
-               percent_x: bool = False, log_x: bool = False) -> bool:
-    """Error-bar lines (bars only where there is a seed std); skipped, returning False, with under two x values."""
+               percent_x: bool = False, log_x: bool = False, dashed: frozenset[str] = frozenset()) -> bool:
+    """Error-bar lines (bars only where there is a seed std; ``dashed`` ones drawn so, in the colour of the
+    line before them); skipped, returning False, with under two x values."""
     if len({x for points in lines.values() for x, _, _ in points}) < 2:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colour = None
     for label, points in lines.items():
         xs, ys, stds = zip(*sorted(points, key=lambda point: point[0]))
         errors = [s or 0.0 for s in stds]
-        ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", markersize=3, capsize=3, label=label)
+        style = {"linestyle": "--", "color": colour} if label in dashed else {}
+        drawn = ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", markersize=3, capsize=3,
+                            label=label, **style)
+        colour = drawn.lines[0].get_color()
     if percent_x:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     if log_x:  # ticks at the values drawn (training-set sizes, sampler steps), written out
@@ -79,13 +84,15 @@ def _vs_cfg(path: pathlib.Path, network: str, aggregated: Sequence[Row], metric:
     suffix = _sampler_suffix(aggregated)
     lines: Lines = {}
     chance, chance_name = CHANCE.get(metric, (None, ""))
+    dashed = set()
     for row in latest_rows(aggregated, key=lambda r: setting_label(r) + suffix(r)):
         if metric_value(row, metric) is not None:
             add_point(lines, setting_label(row) + suffix(row), row["cfg_scale"], row, metric)
             if chance and metric_value(row, chance) is not None:
+                dashed.add(f"{setting_label(row)}{suffix(row)}, {chance_name}")
                 add_point(lines, f"{setting_label(row)}{suffix(row)}, {chance_name}", row["cfg_scale"], row, chance)
     return save_lines(path, lines, "classifier-free guidance scale", axis_label(metric, network),
-                       f"{METRIC_NAMES[metric]} vs guidance scale (latest step)")
+                       f"{METRIC_NAMES[metric]} vs guidance scale (latest step)", dashed=frozenset(dashed))
 
 
 def _vs_eta(path: pathlib.Path, network: str, best: Sequence[Row]) -> bool:
