@@ -147,6 +147,8 @@ def test_what_does_not_fit_is_refused_in_one_sentence(tmp_path):
     base, unet, _ = _base(tmp_path)
     folder, _ = _controlnet_folder(tmp_path, unet, copies=1)
     with pytest.raises(UserError, match="reads 1-channel control images but --control=folder draws 3-channel"):
+        import_control(folder, base, tmp_path / "a", control="folder", control_dir=str(tmp_path))
+    with pytest.raises(UserError, match="'data.control_dir' is '', which is no folder"):
         import_control(folder, base, tmp_path / "a", control="folder")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(dict(config, block_out_channels=[64, 128])))

@@ -34,6 +34,7 @@ from diffcorrupt.config.schema import base_config
 from diffcorrupt.config.validate import validate
 from diffcorrupt.data.control_maps import control_channels
 from diffcorrupt.data.latent_encoding import pixel_data_config
+from diffcorrupt.data.sources.controls import check_control_dir
 from diffcorrupt.errors import UserError
 from diffcorrupt.models.control_branch import example_branch_inputs, make_control
 from diffcorrupt.models.hint_embedder import stage_widths
@@ -66,6 +67,8 @@ def read_control(folder: str | Path, base: str | Path, control: str = "canny", c
     folder, base = Path(folder), Path(base).absolute()
     if control not in CONTROLS:
         raise UserError(f"--control={control}: name how the control images are drawn, one of {', '.join(CONTROLS)}")
+    if control == "folder":
+        check_control_dir(control_dir)
     if not (folder / "config.json").is_file():
         raise UserError(f"--from={folder} holds no config.json; give a diffusers ControlNetModel or T2IAdapter folder "
                         "(config.json and diffusion_pytorch_model.safetensors)")
