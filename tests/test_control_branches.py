@@ -32,9 +32,7 @@ def _base(name):
     x = jax.random.normal(jax.random.key(0), x.shape)
     t, cond = jnp.array([3, 700]), jnp.array([1, 7])
     params = nn.meta.unbox(base.init(jax.random.key(1), x, t, cond, null)["params"])
-    leaves, tree = jax.tree.flatten(params)  # away from the zero initialisation, as a trained base is
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    params = jax.tree.unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    params = _away_from_zero(params, 0.02, seed=2)  # as a trained base is
     return base, params, (x, t, cond, null)
 
 
@@ -60,10 +58,11 @@ def _output(base, base_params, inputs, control=None, params=None, hint=None):
     return base.apply({"params": base_params}, *inputs, **kwargs)
 
 
-def _away_from_zero(params, scale=0.05):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(5), len(leaves))
-    return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+def _away_from_zero(params, scale=0.05, seed=5):
+    """Every weight moved by Gaussian noise, drawn by NumPy: eager ``jax.random`` compiles a kernel per
+    weight shape, which made these tests minutes long."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: p + scale * rng.standard_normal(p.shape, np.float32), params)
 
 
 @pytest.mark.parametrize("name", ["dit", "unet"])
