@@ -1,6 +1,7 @@
-"""The memorization regime's figures: metrics against training step and training-set size, drawn
-only when a batch holds runs on several subsets."""
+"""The memorization regime's figures: metrics against training step, corruption ratio and
+training-set size, each drawn where it has two values to put on its axis."""
 
+from diffcorrupt.report import size_plots
 from diffcorrupt.report.size_plots import subset_size, write_size_plots
 from diffcorrupt.report.tables import setting_label
 
@@ -27,16 +28,32 @@ def test_subset_size_reads_the_range():
     assert subset_size("all") is None and subset_size(None) is None
 
 
-def test_metrics_are_drawn_against_step_and_size(tmp_path):
+METRICS = ("copy_ratio", "fd", "accuracy", "recall")
+
+
+def test_metrics_are_drawn_against_step_eta_and_size(tmp_path):
     written = {path.name for path in write_size_plots(_rows(["balanced[0:500]", "balanced[0:2000]"]), tmp_path)}
-    assert written == {f"memorization_{metric}_vs_{kind}_cfg2.png" for metric in ("copy_ratio", "fd", "accuracy", "recall")
-                       for kind in ("step", "size")}
+    assert written == {f"memorization_{metric}_vs_{kind}_cfg2.png" for metric in METRICS
+                       for kind in ("step", "eta", "size")}
     assert all((tmp_path / name).stat().st_size > 0 for name in written)
 
 
-def test_one_subset_draws_nothing(tmp_path):
-    assert write_size_plots(_rows(["balanced[0:500]"]), tmp_path) == []
-    assert write_size_plots(_rows(["all"]), tmp_path) == []
+def test_one_subset_has_no_size_axis_and_the_whole_split_no_figures(tmp_path):
+    written = {path.name for path in write_size_plots(_rows(["balanced[0:500]"]), tmp_path)}
+    assert written == {f"memorization_{metric}_vs_{kind}_cfg2.png" for metric in METRICS for kind in ("step", "eta")}
+    assert write_size_plots(_rows(["all"]), tmp_path / "all") == []
+
+
+def test_a_clean_run_is_the_first_point_of_its_corrupted_runs_line(monkeypatch, tmp_path):
+    drawn = {}
+    monkeypatch.setattr(size_plots, "save_lines", lambda path, lines, *args, **kwargs: drawn.setdefault(path.name, lines))
+    rows = _rows(["balanced[0:500]"]) + [{**row, "run": row["run"] + "cep", "cep": "uniform:1"}
+                                          for row in _rows(["balanced[0:500]"]) if row["eta"] == 0.0]
+    size_plots.write_size_plots(rows, tmp_path)
+    lines = drawn["memorization_fd_vs_eta_cfg2.png"]
+    assert sorted(lines) == ["N = 500", "N = 500 + CEP-U 1"]
+    assert [(x, y) for x, y, _ in sorted(lines["N = 500"])] == [(0.0, 3.0), (0.05, 3.05)]
+    assert [x for x, _, _ in lines["N = 500 + CEP-U 1"]] == [0.0]
 
 
 def test_the_subset_names_the_line():
