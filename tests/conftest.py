@@ -34,7 +34,6 @@ import pytest  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns xdist_group marks into scheduling groups
 def pytest_collection_modifyitems(config, items):
     import jax
 
@@ -43,19 +42,6 @@ def pytest_collection_modifyitems(config, items):
         for marker in ("gpu", "tpu"):
             if marker in item.keywords and platform != marker:
                 item.add_marker(pytest.mark.skip(reason=f"needs a {marker.upper()}; this machine runs JAX on {platform}"))
-        if _uses_a_shared_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
-def _uses_a_shared_fixture(item) -> bool:
-    """Whether ``item`` reads a module- or session-scoped fixture of its own module. Such fixtures train
-    whole runs (the distillation teacher and student, personalization bases, two-process runs); under
-    ``--dist loadgroup`` (pyproject's addopts) the tests of their module share one xdist worker, so
-    each is built once per suite instead of once per worker the tests happen to land on."""
-    info = getattr(item, "_fixtureinfo", None)
-    module = item.nodeid.split("::")[0]
-    return info is not None and any(chain[-1].baseid == module and chain[-1].scope in ("module", "session")
-                                    for chain in info.name2fixturedefs.values())
 
 
 @pytest.fixture
