@@ -60,7 +60,7 @@ def _output(base, base_params, inputs, control=None, params=None, hint=None):
 
 def _away_from_zero(params, scale=0.05, seed=5):
     """Every weight moved by Gaussian noise, drawn by NumPy: eager ``jax.random`` compiles a kernel per
-    weight shape, which made these tests minutes long."""
+    weight shape, which nearly doubled these tests' time."""
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda p: p + scale * rng.standard_normal(p.shape, np.float32), params)
 
