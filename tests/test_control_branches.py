@@ -16,6 +16,7 @@ from diffcorrupt.models.registry import example_inputs
 from diffcorrupt.models.t2i_adapter import T2IAdapter, pixel_unshuffle
 from diffcorrupt.models.unet import UNet
 from diffcorrupt.training.pretrained import start_from
+from weights import away_from_zero
 
 SIZE, HINT = 8, 32  # 8x8x4 latents of 32x32 images, as the demo's
 # Narrow twins of DiT-T/2 (6 blocks, half of them copied) and of LDM-small's three levels: quick to compile.
@@ -32,7 +33,7 @@ def _base(name):
     x = jax.random.normal(jax.random.key(0), x.shape)
     t, cond = jnp.array([3, 700]), jnp.array([1, 7])
     params = nn.meta.unbox(base.init(jax.random.key(1), x, t, cond, null)["params"])
-    params = _away_from_zero(params, 0.02, seed=2)  # as a trained base is
+    params = away_from_zero(params, 0.02, seed=2)
     return base, params, (x, t, cond, null)
 
 
@@ -58,13 +59,6 @@ def _output(base, base_params, inputs, control=None, params=None, hint=None):
     return base.apply({"params": base_params}, *inputs, **kwargs)
 
 
-def _away_from_zero(params, scale=0.05, seed=5):
-    """Every weight moved by Gaussian noise, drawn by NumPy: eager ``jax.random`` compiles a kernel per
-    weight shape, which nearly doubled these tests' time."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda p: p + scale * rng.standard_normal(p.shape, np.float32), params)
-
-
 @pytest.mark.parametrize("name", ["dit", "unet"])
 def test_an_untrained_controlnet_leaves_the_base_exactly_as_it_was_and_a_trained_one_reads_its_control(name):
     base, base_params, inputs = _base(name)
@@ -72,7 +66,7 @@ def test_an_untrained_controlnet_leaves_the_base_exactly_as_it_was_and_a_trained
     control, params = _branch("controlnet", base, base_params, first)
     alone = _output(base, base_params, inputs)
     assert np.array_equal(alone, _output(base, base_params, inputs, control, params, first))
-    trained = _away_from_zero(params)
+    trained = away_from_zero(params, seed=5)
     a = _output(base, base_params, inputs, control, trained, first)
     b = _output(base, base_params, inputs, control, trained, second)
     assert float(jnp.abs(a - alone).max()) > 1e-3  # the branch reaches the output

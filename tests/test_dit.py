@@ -11,6 +11,7 @@ from diffcorrupt.errors import ConfigError
 from diffcorrupt.models.dit import fixed_position_count
 from diffcorrupt.models.layers import sincos_2d
 from diffcorrupt.models.registry import example_inputs, make_model, model_names, parameter_count
+from weights import away_from_zero
 
 PUBLISHED = {"DiT-S/2": 33.0e6, "DiT-B/2": 130.5e6, "DiT-L/2": 458.1e6, "DiT-XL/2": 675.1e6}
 
@@ -52,15 +53,9 @@ def test_zero_initialised_adaln_and_final_layer_give_zero_output():
     assert not np.any(params["final_layer"]["linear"]["kernel"])
 
 
-def _perturbed(variables, scale=0.05):
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(7), len(leaves))
-    return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 def test_learned_sigma_doubles_the_output_channels_and_labels_matter():
     model, variables = _tiny(learned_sigma=True)
-    variables = _perturbed(variables)
+    variables = away_from_zero(variables)
     x, t, cond, null = _inputs()
     out = model.apply(variables, x, t, cond, null)
     assert out.shape == (4, 16, 16, 6)
@@ -76,7 +71,7 @@ def test_text_conditioning_runs_and_depends_on_the_caption():
 
     shape = (16, 16, 3)
     model = make_model("DiT-T/4", input_shape=shape, num_classes=0, text_max_length=16)
-    variables = _perturbed(nn.meta.unbox(model.init({"params": jax.random.key(0)}, *example_inputs(model, shape, batch=2))))
+    variables = away_from_zero(nn.meta.unbox(model.init({"params": jax.random.key(0)}, *example_inputs(model, shape, batch=2))))
     tokenizer = ByteTokenizer(16)
     x, t, _, null = _inputs(batch=2)
     a = model.apply(variables, x, t, jnp.asarray(tokenizer.encode_batch(["a red circle", "a red circle"])), null)

@@ -12,6 +12,7 @@ from diffcorrupt.diffusion.schedules import make_schedule
 from diffcorrupt.models.conditioning import ConditionNoise
 from diffcorrupt.models.dit import DiT
 from diffcorrupt.models.registry import example_inputs
+from weights import away_from_zero
 
 SHAPE = (8, 8, 4)
 
@@ -21,9 +22,7 @@ def model_and_params():
     model = DiT(input_size=8, in_channels=4, patch=2, hidden=32, depth=2, num_heads=2, num_classes=5,
                 learned_sigma=True, noise=ConditionNoise(cep="gaussian", gamma=5.0))
     variables = nn.meta.unbox(model.init({"params": jax.random.key(0)}, *example_inputs(model, SHAPE, 2)))
-    leaves, tree = jax.tree.flatten(variables["params"])
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    params = away_from_zero(variables["params"])
     return model, params
 
 
