@@ -133,6 +133,10 @@ def test_job_writes_its_files(tmp_path, capsys):
     row = result["settings"][1]
     assert row["gamma"] == 0.1 and {"measured", "measured_se", "paper", "exact"} <= set(row["w2_gain"])
     assert row["solver_error"] < 1e-5
+    best = result["best"]["d=4, n_k=40"]
+    assert summary["best"] == result["best"] and best["clean_w2"] > 0
+    assert best["w2_gain"] == pytest.approx(max(found["w2_gain"]["measured"] for found in result["settings"]), abs=1e-6)
+    assert best["relative"] == pytest.approx(best["w2_gain"] / best["clean_w2"], rel=1e-3)
     assert "| 4 | 40 | 0.1 |" in (out / "theory.md").read_text()
     assert (out / "theory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
