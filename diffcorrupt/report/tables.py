@@ -102,27 +102,43 @@ def _present(rows: Sequence[Row], keys: Iterable[str]) -> list[str]:
     return [k for k in keys if any(k in row for row in rows)]
 
 
-def aggregate(rows: Iterable[Row]) -> list[dict[str, Any]]:
-    """One row per setting: its identity, n (rows, i.e. seeds, in it) and per metric `<m>` (mean over the seeds
-    that have it) and `<m>_std` (sample std, ddof=1; None when fewer than two seeds have it). Sorted by network,
-    corruption, cep, eta, step, cfg_scale (clean first), then sampler, steps, num_samples."""
-    rows = list(rows)
+def by_setting(rows: Sequence[Row]) -> tuple[list[str], dict[tuple, list[Row]]]:
+    """The setting keys the rows carry, and each setting's rows (its seeds) under the tuple of those keys' values."""
     columns = _present(rows, SETTING_KEYS)
-    metrics = present_metrics(rows)
     groups: dict[tuple, list[Row]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in columns), []).append(row)
+    return columns, groups
+
+
+def values_of(rows: Iterable[Row], metric: str) -> list[float]:
+    """The metric's values over rows, leaving out the rows that lack it."""
+    return [v for row in rows if (v := metric_value(row, metric)) is not None]
+
+
+def in_setting_order(rows: Iterable[Row]) -> list[Row]:
+    """Sorted by network, subset, corruption, cep, baseline, distilled, personalized, eta, step, cfg_scale (clean and
+    'none' first), then the other setting keys."""
+    order = [*_ORDER, *(k for k in SETTING_KEYS if k not in _ORDER)]
+    return sorted(rows, key=lambda row: tuple(_rank(row.get(k)) for k in order))
+
+
+def aggregate(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """One row per setting: its identity, n (rows, i.e. seeds, in it) and per metric `<m>` (mean over the seeds
+    that have it) and `<m>_std` (sample std, ddof=1; None when fewer than two seeds have it), in setting order."""
+    rows = list(rows)
+    columns, groups = by_setting(rows)
+    metrics = present_metrics(rows)
     out = []
     for key, members in groups.items():
         summary: dict[str, Any] = dict(zip(columns, key))
         summary["n"] = len(members)
         for metric in metrics:
-            values = [v for row in members if (v := metric_value(row, metric)) is not None]
+            values = values_of(members, metric)
             summary[metric] = statistics.fmean(values) if values else None
             summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
         out.append(summary)
-    order = [*_ORDER, *(k for k in SETTING_KEYS if k not in _ORDER)]
-    return sorted(out, key=lambda row: tuple(_rank(row.get(k)) for k in order))
+    return in_setting_order(out)
 
 
 def best_scale(aggregated: Iterable[Row]) -> list[dict[str, Any]]:
@@ -146,64 +162,68 @@ def format_metric(metric: str, mean: float | None, std: float | None = None) -> 
     """'12.34 ± 0.56' for distances and scores, three decimals for rates in [0, 1]; just the mean without a std."""
     if mean is None:
         return _MISSING
-    digits = 3 if metric in _THREE_DECIMALS else 2
+    digits = metric_digits(metric)
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _cell(value: Any) -> str:
+def metric_digits(metric: str) -> int:
+    return 3 if metric in _THREE_DECIMALS else 2
+
+
+def cell(value: Any) -> str:
     if value is None:
         return _MISSING
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _markdown(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
 
 
-def _by_network(rows: Sequence[Row]) -> dict[Any, list[Row]]:
+def by_network(rows: Sequence[Row]) -> dict[Any, list[Row]]:
     groups: dict[Any, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.get("network"), []).append(row)
     return groups
 
 
-def _sampler(row: Row) -> str:
-    return f"{_cell(row.get('sampler'))} {_cell(row.get('steps'))}"
+def sampler_label(row: Row) -> str:
+    return f"{cell(row.get('sampler'))} {cell(row.get('steps'))}"
 
 
 def _summary_markdown(aggregated: Sequence[Row], notes: Sequence[str]) -> str:
     sections = ["# Evaluation summary", "", "Mean ± sample std over training seeds (n seeds; no std for one seed).",
                 *(f"\n{note}" for note in notes)]
-    for network, rows in _by_network(aggregated).items():
+    for network, rows in by_network(aggregated).items():
         metrics = present_metrics(rows)
         header = ["setting", "step", "sampler", "samples", "cfg", *(METRIC_NAMES[m] for m in metrics), "n"]
-        body = ([setting_label(r), _cell(r.get("step")), _sampler(r), _cell(r.get("num_samples")),
-                 _cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
+        body = ([setting_label(r), cell(r.get("step")), sampler_label(r), cell(r.get("num_samples")),
+                 cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
                  str(r["n"])] for r in rows)
-        sections += ["", f"## {network}", "", _markdown(header, body)]
+        sections += ["", f"## {network}", "", markdown_table(header, body)]
     return "\n".join(sections) + "\n"
 
 
 def _best_markdown(best: Sequence[Row]) -> str:
     sections = ["# Best guidance scale per setting", "",
                 "Each setting at the classifier-free guidance scale with the lowest mean primary distance."]
-    for network, rows in _by_network(best).items():
+    for network, rows in by_network(best).items():
         metrics = [primary_metric(network)] + [m for m in _PAPER_METRICS if m in present_metrics(rows)]
         baselines = any(r.get("baseline") not in (None, "none") for r in rows)
         header = ["corruption", "eta", "CEP", *(["baseline"] if baselines else []), "step", "sampler", "samples",
                   "best cfg", *(METRIC_NAMES[m] for m in metrics), "n"]
         body = (["clean" if is_clean(r) else str(r["corruption"]), f"{(r.get('eta') or 0) * 100:g}%",
-                 cep_label(r.get("cep")) or "none", *([_cell(r.get("baseline"))] if baselines else []),
-                 _cell(r.get("step")), _sampler(r), _cell(r.get("num_samples")),
-                 _cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
+                 cep_label(r.get("cep")) or "none", *([cell(r.get("baseline"))] if baselines else []),
+                 cell(r.get("step")), sampler_label(r), cell(r.get("num_samples")),
+                 cell(r.get("cfg_scale")), *(format_metric(m, r.get(m), r.get(f"{m}_std")) for m in metrics),
                  str(r["n"])] for r in rows)
-        sections += ["", f"## {network} ({METRIC_NAMES[metrics[0]]}, lower is better)", "", _markdown(header, body)]
+        sections += ["", f"## {network} ({METRIC_NAMES[metrics[0]]}, lower is better)", "", markdown_table(header, body)]
     return "\n".join(sections) + "\n"
 
 
-def _write_csv(path: pathlib.Path, rows: Sequence[Row], columns: Sequence[str]) -> None:
+def write_csv(path: pathlib.Path, rows: Sequence[Row], columns: Sequence[str]) -> None:
     """Missing values are blank; keys not in columns (metrics with no value in any row) are left out."""
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), restval="", extrasaction="ignore")
@@ -221,8 +241,8 @@ def write_tables(rows: Iterable[Row], out_dir: str | pathlib.Path, notes: Sequen
     aggregated = aggregate(rows)
     paths = {name: out / name for name in ("results.csv", "summary.csv", "summary.md", "best.md")}
     extras = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in IDENTITY and k not in METRICS]
-    _write_csv(paths["results.csv"], rows, _present(rows, IDENTITY) + present_metrics(rows) + extras)
-    _write_csv(paths["summary.csv"], aggregated, list(aggregated[0]) if aggregated else [])
+    write_csv(paths["results.csv"], rows, _present(rows, IDENTITY) + present_metrics(rows) + extras)
+    write_csv(paths["summary.csv"], aggregated, list(aggregated[0]) if aggregated else [])
     paths["summary.md"].write_text(_summary_markdown(aggregated, notes))
     paths["best.md"].write_text(_best_markdown(best_scale(aggregated)))
     return paths
