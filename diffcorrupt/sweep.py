@@ -1,19 +1,22 @@
 """``diffcorrupt sweep``: expand a grid of runs; run them here or print/submit pod and SLURM commands.
 
   diffcorrupt sweep --grid=NAME|FILE.py [--root=DIR] [--launcher=local|tpu|slurm] [--dry_run] [--submit]
-                    [--only=SUBSTRING] [--report] [--sbatch_args='--time=48:00:00 ...'] [--config.<key>=<value> ...]
+                    [--only=SUBSTRING] [--report] [--parallel=K] [--sbatch_args='--time=48:00:00 ...']
+                    [--config.<key>=<value> ...]
 
 Each run trains in ``<root>/<run name>`` (default root ``runs/<grid>``); the name says its settings,
 e.g. ``eta0.05-symmetric_seed0``. ``local`` trains the runs here, one after another, skipping finished
-ones (newest checkpoint at train.num_steps) and resuming the rest; ``tpu`` and ``slurm`` print the
-commands as a bash script (``--submit`` runs them on the pod in turn, or submits them chained by
-``--dependency=afterok``). ``--report`` adds ``diffcorrupt report`` per run and over all runs into
-``<root>/report``; a grid that names committed rows (``Grid.rows``: the results.csv of runs
-trained in earlier sessions) adds them to that last report, so it covers the whole grid.
-``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The grids are listed in
-diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it from the
-repository root: grid configs, launch scripts and committed rows are named relative to it. Rerun
-a SLURM sweep only once its jobs have ended: it skips finished runs, not queued ones.
+ones (newest checkpoint at train.num_steps) and resuming the rest. With ``--parallel=K`` it runs K at a
+time, each (its training, then its report) in child processes pinned to its own share of the cores,
+with its output in ``<root>/logs/<run>.log``: a model too small to keep several cores busy trains more
+steps a second in all that way. ``tpu`` and ``slurm`` print the commands as a bash script (``--submit`` runs them on
+the pod in turn, or submits them chained by ``--dependency=afterok``). ``--report`` adds ``diffcorrupt
+report`` per run and over all runs into ``<root>/report``; a grid that names committed rows
+(``Grid.rows``: the results.csv of runs trained in earlier sessions) adds them to that last report, so
+it covers the whole grid. ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The
+grids are listed in diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it
+from the repository root: grid configs, launch scripts and committed rows are named relative to it.
+Rerun a SLURM sweep only once its jobs have ended: it skips finished runs, not queued ones.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from absl import logging
 
 from diffcorrupt import jobs
 from diffcorrupt.errors import ConfigError, UserError
+from diffcorrupt.flag_types import positive_int
 from diffcorrupt.output_paths import output_folder
 from diffcorrupt.sweeps.commands import LAUNCHERS, Step, plan, render, submit
 from diffcorrupt.sweeps.expand import Run, check_runs, expand, select
 from diffcorrupt.sweeps.grids import get_grid
+from diffcorrupt.sweeps.side_by_side import run_side_by_side
 
 
 def main(argv: list[str]) -> int:
@@ -44,10 +49,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--submit", action="store_true", help="tpu: run the commands in turn; slurm: submit them")
     parser.add_argument("--only", default="", help="only the runs whose name contains this")
     parser.add_argument("--report", action="store_true", help="then sample, evaluate and report each run and all of them")
+    parser.add_argument("--parallel", type=positive_int, default=1,
+                        help="local: this many runs at a time, each pinned to its own share of the cores")
     parser.add_argument("--sbatch_args", default="", help="extra sbatch flags, e.g. '--time=48:00:00 --partition=gpu'")
     flags, overrides = parser.parse_job(argv)
     if flags.submit and (flags.launcher == "local" or flags.dry_run):
         raise UserError("--submit is for --launcher=tpu or slurm without --dry_run; local runs start unless --dry_run")
+    if flags.parallel > 1 and flags.launcher != "local":
+        raise UserError(f"--parallel is for --launcher=local; {flags.launcher} jobs run as its scheduler places them")
     jobs.log_progress()
     grid = get_grid(flags.grid)
     root = output_folder(flags.root or f"runs/{grid.name}", "--root")
@@ -58,7 +67,7 @@ def main(argv: list[str]) -> int:
     steps = plan(runs, root, finished=finished, report=flags.report, report_flags=grid.report, rows=rows)
     sbatch_args = shlex.split(flags.sbatch_args)
     if flags.launcher == "local" and not flags.dry_run:
-        run_here(steps)
+        run_here(run_side_by_side(steps, flags.parallel, root / "logs") if flags.parallel > 1 else steps)
         print(json.dumps({"grid": grid.name, "root": str(root), "runs": len(runs), "skipped": list(finished),
                           "trained": [s.label for s in steps if s.job == "train" and not s.skip],
                           "report": str(root / "report") if flags.report else None}), flush=True)

@@ -13,9 +13,12 @@ import pytest
 from diffcorrupt import sweep
 from diffcorrupt.errors import UserError
 from diffcorrupt.sweeps import grids
-from diffcorrupt.sweeps.commands import plan
+from diffcorrupt.report.tables import write_tables
+from diffcorrupt.sweeps.commands import Step, plan
 from diffcorrupt.sweeps.expand import expand
 from diffcorrupt.sweeps.grids import Grid, cep, etas, values
+from diffcorrupt.sweeps.side_by_side import core_shares, run_side_by_side, usable_cores
+from test_report_tables import _row
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY = f'''
@@ -206,14 +209,20 @@ def test_cli_exit_status_for_a_mistake(capsys):
 
 
 def test_local_sweep_trains_then_skips_finished_runs(tmp_path, capsys, monkeypatch):
+    """The first sweep trains its two runs side by side, each pinned to a core of its own where there are two."""
     grid_file = tmp_path / "tiny_grid.py"
     grid_file.write_text(TINY)
     root = tmp_path / "sw"
-    status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}")
+    parallel = min(2, len(usable_cores()))
+    status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}", f"--parallel={parallel}")
     summary = json.loads(out.strip().splitlines()[-1])
     assert status == 0 and summary["trained"] == ["ratio0_seed0", "ratio0.1_seed0"] and summary["skipped"] == []
     for name in summary["trained"]:
         assert sorted(p.name for p in (root / name / "checkpoints").iterdir() if p.name.isdigit()) == ["4"]
+    if parallel == 2:
+        pins = {(root / "logs" / f"{name}.log").read_text().splitlines()[0] for name in summary["trained"]}
+        assert pins == {f"=== diffcorrupt train {name}, pinned to cores {core}"
+                        for name, core in zip(summary["trained"], usable_cores()[:2])}
     stamp = (root / "ratio0.1_seed0" / "checkpoints" / "4").stat().st_mtime_ns
 
     status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}")
@@ -235,6 +244,36 @@ def test_local_sweep_trains_then_skips_finished_runs(tmp_path, capsys, monkeypat
     with pytest.raises(UserError) as err:  # a finished folder of other settings is not taken for this run
         sweep.main([f"--grid={grid_file}", f"--root={root}", "--config.model.cep.kind=uniform"])
     one_sentence(err, "is finished but was trained with other settings", "model.cep.kind")
+
+
+def test_cores_are_shared_out_in_contiguous_even_shares():
+    assert core_shares([0, 1], 2) == [(0,), (1,)]
+    assert core_shares(list(range(16)), 3) == [tuple(range(6)), tuple(range(6, 11)), tuple(range(11, 16))]
+    assert core_shares([2, 5, 7], 1) == [(2, 5, 7)]
+    with pytest.raises(UserError) as err:
+        core_shares([0, 1], 3)
+    one_sentence(err, "--parallel=3 is more runs than the 2 cores", "give --parallel=2 or fewer")
+    with pytest.raises(UserError) as err:
+        core_shares([], 2)
+    one_sentence(err, "run the sweep without --parallel")
+    with pytest.raises(UserError) as err:
+        sweep.main(["--grid=fmnist_memorization", "--launcher=slurm", "--parallel=2"])
+    one_sentence(err, "--parallel is for --launcher=local")
+
+
+def test_a_failed_run_side_by_side_lets_the_others_finish_and_names_its_log(tmp_path):
+    write_tables([_row(fid=10.0)], tmp_path / "earlier")
+    good = Step("report_0", "report", "good", (f"--rows={tmp_path}/earlier/results.csv", f"--out={tmp_path}/good"))
+    bad = Step("report_1", "report", "bad", (f"--rows={tmp_path}/missing.csv", f"--out={tmp_path}/bad"))
+    skipped = Step("train_2", "train", "done", ("--config=never/run.py",), skip="done is finished at step 4")
+    final = Step("report_all", "report", "all", ())
+    with pytest.raises(UserError) as err:
+        run_side_by_side([good, bad, skipped, final], 1, tmp_path / "logs")
+    one_sentence(err, "1 run(s) failed: bad (see", "bad.log", "the all-runs report was not drawn")
+    assert (tmp_path / "good" / "summary.md").is_file() and not (tmp_path / "bad").exists()
+    assert "matches no file" in (tmp_path / "logs" / "bad.log").read_text()  # the job's own sentence, kept
+    assert not (tmp_path / "logs" / "done.log").exists()  # a run with nothing left to do starts nothing
+    assert run_side_by_side([good, skipped, final], 1, tmp_path / "logs") == [final]
 
 
 def test_plan_without_report_is_only_trains():
