@@ -9,9 +9,9 @@ e.g. ``eta0.05-symmetric_seed0``. ``local`` trains the runs here, one after anot
 ones (newest checkpoint at train.num_steps) and resuming the rest. With ``--parallel=K`` it runs K at a
 time, each (its training, then its report) in child processes pinned to its own share of the cores,
 with its output in ``<root>/logs/<run>.log``: a model too small to keep several cores busy trains more
-steps a second in all that way. ``tpu`` and ``slurm`` print the commands as a bash script (``--submit`` runs them on
-the pod in turn, or submits them chained by ``--dependency=afterok``). ``--report`` adds ``diffcorrupt
-report`` per run and over all runs into ``<root>/report``; a grid that names committed rows
+steps a second in all that way. ``tpu`` and ``slurm`` print the commands as a bash script (``--submit``
+runs them on the pod in turn, or submits them chained by ``--dependency=afterok``). ``--report`` adds
+``diffcorrupt report`` per run and over all runs into ``<root>/report``; a grid that names committed rows
 (``Grid.rows``: the results.csv of runs trained in earlier sessions) adds them to that last report, so
 it covers the whole grid. ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The
 grids are listed in diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it

@@ -7,6 +7,8 @@ import pathlib
 import re
 import shlex
 import stat
+import subprocess
+import types
 
 import pytest
 
@@ -17,6 +19,7 @@ from diffcorrupt.report.tables import write_tables
 from diffcorrupt.sweeps.commands import Step, plan
 from diffcorrupt.sweeps.expand import expand
 from diffcorrupt.sweeps.grids import Grid, cep, etas, values
+from diffcorrupt.sweeps import side_by_side
 from diffcorrupt.sweeps.side_by_side import core_shares, run_side_by_side, usable_cores
 from test_report_tables import _row
 
@@ -274,6 +277,25 @@ def test_a_failed_run_side_by_side_lets_the_others_finish_and_names_its_log(tmp_
     assert "matches no file" in (tmp_path / "logs" / "bad.log").read_text()  # the job's own sentence, kept
     assert not (tmp_path / "logs" / "done.log").exists()  # a run with nothing left to do starts nothing
     assert run_side_by_side([good, skipped, final], 1, tmp_path / "logs") == [final]
+
+
+def test_an_interrupted_sweep_stops_the_runs_it_started(tmp_path, monkeypatch):
+    started = []
+
+    def popen(*args, **kwargs):
+        started.append(subprocess.Popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(side_by_side, "subprocess", types.SimpleNamespace(
+        Popen=popen, STDOUT=subprocess.STDOUT, DEVNULL=subprocess.DEVNULL))
+    monkeypatch.setattr(side_by_side, "time", types.SimpleNamespace(sleep=interrupt))
+    step = Step("train_0", "train", "long", ("--config=configs/fmnist.py:tiny", f"--workdir={tmp_path / 'run'}"))
+    with pytest.raises(KeyboardInterrupt):
+        run_side_by_side([step], 1, tmp_path / "logs")
+    assert len(started) == 1 and started[0].returncode is not None  # stopped and waited for, not left running
 
 
 def test_plan_without_report_is_only_trains():

@@ -3,10 +3,11 @@
 A model small enough for a CPU may keep few of XLA's threads busy. On 2 cores, two runs of the memorization grid
 pinned to one core each train 25% more steps a second together than one run on both (docs/reproduction.md); the
 demo's latent runs gain nothing that way (docs/performance.md). Pinning keeps the runs from trading cores, so each
-run's speed is steady. A run's chain (its training, then its own report) runs
-in child processes on one share of the cores; the next run takes that share when the chain ends. A child inherits
-the affinity of the thread that starts it, so this thread pins itself to a share for the start and then widens
-again: no code runs between fork and exec (``preexec_fn`` is unsafe beside the threads JAX may have started).
+run's speed is steady. A run's chain (its training, then its own report) runs in child processes on one share of the
+cores; the next run takes that share when the chain ends. A child inherits the affinity of the thread that starts
+it, so this thread pins itself to a share for the start and then widens again: no code runs between fork and exec
+(``preexec_fn`` is unsafe beside the threads JAX may have started). If the sweep itself is interrupted, its runs
+get SIGTERM, on which training saves a checkpoint and exits, so a rerun resumes them.
 """
 
 from __future__ import annotations
@@ -76,21 +77,24 @@ def run_side_by_side(steps: Sequence[Step], parallel: int, logs: Path) -> list[S
     logs.mkdir(parents=True, exist_ok=True)
     running: list[_Running] = []
     failed: dict[str, Path] = {}
-    while pending or running:
-        while pending and shares:
-            chain = pending.popleft()
-            name = chain[0].label
-            running.append(_start(_Running(name, chain, shares.popleft(), (logs / f"{name}.log").open("a"))))
-        time.sleep(POLL_SECONDS)
-        for run in [run for run in running if run.process.poll() is not None]:
-            if run.process.returncode == 0 and run.chain:
-                _start(run)
-                continue
-            if run.process.returncode:
-                failed[run.name] = Path(run.log.name)
-            run.log.close()
-            running.remove(run)
-            shares.append(run.cores)
+    try:
+        while pending or running:
+            while pending and shares:
+                chain = pending.popleft()
+                name = chain[0].label
+                running.append(_start(_Running(name, chain, shares.popleft(), (logs / f"{name}.log").open("a"))))
+            time.sleep(POLL_SECONDS)
+            for run in [run for run in running if run.process.poll() is not None]:
+                if run.process.returncode == 0 and run.chain:
+                    _start(run)
+                    continue
+                if run.process.returncode:
+                    failed[run.name] = Path(run.log.name)
+                run.log.close()
+                running.remove(run)
+                shares.append(run.cores)
+    finally:
+        _stop(running)
     if failed:
         names = ", ".join(f"{name} (see {log})" for name, log in failed.items())
         raise UserError(f"{len(failed)} run(s) failed: {names}; the others finished and the all-runs report was not "
@@ -111,3 +115,12 @@ def _start(run: _Running) -> _Running:
     finally:
         os.sched_setaffinity(0, everything)
     return run
+
+
+def _stop(running: Sequence[_Running]) -> None:
+    """SIGTERM to the runs still going (the sweep was interrupted), then waits for them to save and exit."""
+    for run in running:
+        run.process.terminate()
+    for run in running:
+        run.process.wait()
+        run.log.close()
