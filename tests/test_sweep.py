@@ -212,20 +212,14 @@ def test_cli_exit_status_for_a_mistake(capsys):
 
 
 def test_local_sweep_trains_then_skips_finished_runs(tmp_path, capsys, monkeypatch):
-    """The first sweep trains its two runs side by side, each pinned to a core of its own where there are two."""
     grid_file = tmp_path / "tiny_grid.py"
     grid_file.write_text(TINY)
     root = tmp_path / "sw"
-    parallel = min(2, len(usable_cores()))
-    status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}", f"--parallel={parallel}")
+    status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}")
     summary = json.loads(out.strip().splitlines()[-1])
     assert status == 0 and summary["trained"] == ["ratio0_seed0", "ratio0.1_seed0"] and summary["skipped"] == []
     for name in summary["trained"]:
         assert sorted(p.name for p in (root / name / "checkpoints").iterdir() if p.name.isdigit()) == ["4"]
-    if parallel == 2:
-        pins = {(root / "logs" / f"{name}.log").read_text().splitlines()[0] for name in summary["trained"]}
-        assert pins == {f"=== diffcorrupt train {name}, pinned to cores {core}"
-                        for name, core in zip(summary["trained"], usable_cores()[:2])}
     stamp = (root / "ratio0.1_seed0" / "checkpoints" / "4").stat().st_mtime_ns
 
     status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}")
@@ -265,18 +259,49 @@ def test_cores_are_shared_out_in_contiguous_even_shares():
 
 
 def test_a_failed_run_side_by_side_lets_the_others_finish_and_names_its_log(tmp_path):
+    """Real jobs in child processes, each pinned to a core of its own where there are two."""
     write_tables([_row(fid=10.0)], tmp_path / "earlier")
     good = Step("report_0", "report", "good", (f"--rows={tmp_path}/earlier/results.csv", f"--out={tmp_path}/good"))
     bad = Step("report_1", "report", "bad", (f"--rows={tmp_path}/missing.csv", f"--out={tmp_path}/bad"))
     skipped = Step("train_2", "train", "done", ("--config=never/run.py",), skip="done is finished at step 4")
     final = Step("report_all", "report", "all", ())
+    parallel = min(2, len(usable_cores()))
     with pytest.raises(UserError) as err:
-        run_side_by_side([good, bad, skipped, final], 1, tmp_path / "logs")
+        run_side_by_side([good, bad, skipped, final], parallel, tmp_path / "logs")
     one_sentence(err, "1 run(s) failed: bad (see", "bad.log", "the all-runs report was not drawn")
     assert (tmp_path / "good" / "summary.md").is_file() and not (tmp_path / "bad").exists()
+    if parallel == 2:
+        pins = {(tmp_path / "logs" / f"{name}.log").read_text().splitlines()[0] for name in ("good", "bad")}
+        assert pins == {f"=== diffcorrupt report {name}, pinned to cores {core}"
+                        for name, core in zip(("good", "bad"), usable_cores()[:2])}
     assert "matches no file" in (tmp_path / "logs" / "bad.log").read_text()  # the job's own sentence, kept
     assert not (tmp_path / "logs" / "done.log").exists()  # a run with nothing left to do starts nothing
     assert run_side_by_side([good, skipped, final], 1, tmp_path / "logs") == [final]
+
+
+def test_the_sweep_runs_its_chains_side_by_side_then_the_all_runs_report_here(tmp_path, capsys, monkeypatch):
+    """sweep --parallel's wiring, with the child processes stood in for: each run's train and report go to a child,
+    the all-runs report runs in this process once they are done."""
+    children, reports = [], []
+
+    def popen(argv, **kwargs):
+        job = argv[3]  # python -m diffcorrupt <job>
+        children.append((job, next(arg for arg in argv if arg.startswith("--workdir"))))
+        return types.SimpleNamespace(poll=lambda: 0, returncode=0)
+
+    monkeypatch.setattr(side_by_side, "subprocess", types.SimpleNamespace(
+        Popen=popen, STDOUT=subprocess.STDOUT, DEVNULL=subprocess.DEVNULL))
+    monkeypatch.setattr("diffcorrupt.report.job.main", lambda argv: reports.append(argv) or 0)
+    grid_file = tmp_path / "tiny_grid.py"
+    grid_file.write_text(TINY)
+    root = tmp_path / "sw"
+    status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}", "--report",
+                            f"--parallel={min(2, len(usable_cores()))}")
+    assert status == 0 and json.loads(out.strip().splitlines()[-1])["trained"] == ["ratio0_seed0", "ratio0.1_seed0"]
+    a, b = root / "ratio0_seed0", root / "ratio0.1_seed0"
+    assert sorted(children) == sorted([("train", f"--workdir={a}"), ("report", f"--workdirs={a}"),
+                                       ("train", f"--workdir={b}"), ("report", f"--workdirs={b}")])
+    assert reports == [[f"--workdirs={a},{b}", f"--out={root}/report"]]
 
 
 def test_an_interrupted_sweep_stops_the_runs_it_started(tmp_path, monkeypatch):
