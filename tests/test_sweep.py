@@ -279,6 +279,12 @@ def test_a_failed_run_side_by_side_lets_the_others_finish_and_names_its_log(tmp_
     assert run_side_by_side([good, skipped, final], 1, tmp_path / "logs") == [final]
 
 
+def _start_children_with(popen, monkeypatch) -> None:
+    """side_by_side starts its children through ``popen`` instead of subprocess.Popen."""
+    monkeypatch.setattr(side_by_side, "subprocess", types.SimpleNamespace(
+        Popen=popen, STDOUT=subprocess.STDOUT, DEVNULL=subprocess.DEVNULL))
+
+
 def test_the_sweep_runs_its_chains_side_by_side_then_the_all_runs_report_here(tmp_path, capsys, monkeypatch):
     """sweep --parallel's wiring, with the child processes stood in for: each run's train and report go to a child,
     the all-runs report runs in this process once they are done."""
@@ -289,8 +295,7 @@ def test_the_sweep_runs_its_chains_side_by_side_then_the_all_runs_report_here(tm
         children.append((job, next(arg for arg in argv if arg.startswith("--workdir"))))
         return types.SimpleNamespace(poll=lambda: 0, returncode=0)
 
-    monkeypatch.setattr(side_by_side, "subprocess", types.SimpleNamespace(
-        Popen=popen, STDOUT=subprocess.STDOUT, DEVNULL=subprocess.DEVNULL))
+    _start_children_with(popen, monkeypatch)
     monkeypatch.setattr("diffcorrupt.report.job.main", lambda argv: reports.append(argv) or 0)
     grid_file = tmp_path / "tiny_grid.py"
     grid_file.write_text(TINY)
@@ -314,8 +319,7 @@ def test_an_interrupted_sweep_stops_the_runs_it_started(tmp_path, monkeypatch):
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(side_by_side, "subprocess", types.SimpleNamespace(
-        Popen=popen, STDOUT=subprocess.STDOUT, DEVNULL=subprocess.DEVNULL))
+    _start_children_with(popen, monkeypatch)
     monkeypatch.setattr(side_by_side, "time", types.SimpleNamespace(sleep=interrupt))
     step = Step("train_0", "train", "long", ("--config=configs/fmnist.py:tiny", f"--workdir={tmp_path / 'run'}"))
     with pytest.raises(KeyboardInterrupt):
