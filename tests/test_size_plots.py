@@ -19,7 +19,8 @@ def _rows(subsets):
             for seed in (0, 1):
                 for step in (1000, 2000):
                     rows.append(_row(subset, eta, seed, step, "pixels", copy_ratio=0.1 * seed + step / 1e4))
-                    rows.append(_row(subset, eta, seed, step, "classifier", fd=3.0 + eta, accuracy=0.7, recall=0.4))
+                    rows.append(_row(subset, eta, seed, step, "classifier", fd=3.0 + eta, accuracy=0.7, recall=0.4,
+                                         precision=0.8, memorization_ratio=0.05 * step / 1000))
     return rows
 
 
@@ -28,7 +29,7 @@ def test_subset_size_reads_the_range():
     assert subset_size("all") is None and subset_size(None) is None
 
 
-METRICS = ("copy_ratio", "fd", "accuracy", "recall")
+METRICS = ("copy_ratio", "memorization_ratio", "fd", "accuracy", "recall", "precision")
 
 
 def test_metrics_are_drawn_against_step_eta_and_size(tmp_path):

@@ -4,9 +4,10 @@ setting), and at the latest step against the corruption ratio (one line per N an
 against N (one line per setting). Each guidance scale gets its own figures, since guidance moves
 samples towards, and sometimes onto, training images. Error bars are the spread over seeds.
 
-The tracked metrics are the experiment's questions: does the model copy (``copy_ratio``, in pixels),
-how far is it from held-out images (the classifier's FD), how often is the class right (accuracy),
-and how much of the held-out distribution does it cover (recall).
+The tracked metrics are the experiment's questions: does the model copy (``copy_ratio``, in pixels;
+the paper's ``memorization_ratio``, in classifier features), how far is it from held-out images (the
+classifier's FD), how often is the class right (accuracy), and how much of the held-out
+distribution does it cover, and with how many stray samples (recall, precision).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Iterable
 from diffcorrupt.report.plots import Lines, add_point, axis_label, latest_rows, save_lines
 from diffcorrupt.report.tables import METRIC_NAMES, Row, aggregate, is_clean, setting_label
 
-TRACKED = (("pixels", "copy_ratio"), ("classifier", "fd"), ("classifier", "accuracy"), ("classifier", "recall"))
+TRACKED = (("pixels", "copy_ratio"), ("classifier", "memorization_ratio"), ("classifier", "fd"),
+           ("classifier", "accuracy"), ("classifier", "recall"), ("classifier", "precision"))
 _SIZE = re.compile(r"\[(\d+):(\d+)\]$")
 
 
