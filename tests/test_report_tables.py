@@ -113,6 +113,25 @@ def test_write_plots_skips_single_x(tmp_path):
     assert all(p.stat().st_size > 0 for p in written)
 
 
+def test_the_distance_is_drawn_against_what_guidance_buys_with_it(tmp_path, monkeypatch):
+    """FD against class accuracy and FID against IS, one point per guidance scale, the scales in order and the
+    seed spread on both axes; a setting sampled at one scale only adds its point."""
+    drawn = {}
+    monkeypatch.setattr(plots, "_finish", lambda fig, ax, path, *args: drawn.setdefault(path.name, ax) is not None)
+    rows = [_row(network="classifier", seed=seed, cfg=cfg, fd=cfg + seed, accuracy=0.8 + cfg / 10)
+            for seed in (1, 2) for cfg in (2.0, 1.0)]
+    rows += [_row("symmetric", 0.05, network="classifier", fd=5.0, accuracy=0.7),
+             _row(seed=1, cfg=1.0, fid=9.0, inception_score=50.0), _row(seed=1, cfg=2.0, fid=12.0, inception_score=80.0)]
+    written = {path.name for path in write_plots(rows, tmp_path)}
+    assert {"classifier_fd_vs_accuracy.png", "inception_fid_vs_inception_score.png"} <= written
+    clean, corrupted = drawn["classifier_fd_vs_accuracy.png"].containers
+    x, y = clean.lines[0].get_data()
+    assert list(x) == pytest.approx([0.9, 1.0]) and list(y) == pytest.approx([2.5, 3.5])
+    assert clean.has_xerr and clean.has_yerr
+    assert list(corrupted.lines[0].get_data()[0]) == [0.7]
+    assert "classifier_fd_vs_clip_score.png" not in written
+
+
 def test_sampler_steps_plot_draws_a_line_per_setting_and_sampler(tmp_path):
     """A distilled run's lcm sampled at 1, 2 and 4 steps against its teacher's dpm at 4 and 25: one line each,
     each point the best guidance scale of its step count."""

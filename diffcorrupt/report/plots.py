@@ -1,8 +1,9 @@
 """Figures for a batch evaluation, one set per feature network: the guidance-scale sweep (of the distance and of
-each further metric of the paper), the cost of corruption (distance vs corruption ratio), the precision/recall
-trade-off, training progress, the distance against sampler steps (few-step sampling), and the distribution of the
-samples' RMD (the paper's Fig. 4). All but the last read seed-aggregated settings (see tables.aggregate), so error
-bars are the spread over training seeds."""
+each further metric of the paper), the cost of corruption (distance vs corruption ratio), the trade-offs that
+guidance moves along (precision/recall, the distance against IS, class accuracy or CLIP score), training progress,
+the distance against sampler steps (few-step sampling), and the distribution of the samples' RMD (the paper's
+Fig. 4). All but the last read seed-aggregated settings (see tables.aggregate), so error bars are the spread over
+training seeds."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from diffcorrupt.report.tables import (  # noqa: E402
 
 # Metrics drawn against the guidance scale besides the primary distance, where a network has them.
 SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio", "edge_f1")
+# Scores that guidance raises at a cost in the distance: each is drawn against it across guidance scales
+# (FID against IS, the diffusion literature's trade-off curve; FD against class accuracy or CLIP score).
+TRADED_SCORES = ("inception_score", "accuracy", "clip_score")
 # Metrics read against a chance level, drawn beside them: a personalized run's edge F1 against that of
 # another control of the same class, which a model ignoring its control reaches.
 CHANCE = {"edge_f1": ("edge_f1_other", "same-class control")}
@@ -137,25 +141,28 @@ def _vs_sampler_steps(path: pathlib.Path, network: str, best: Sequence[Row]) -> 
                       f"{METRIC_NAMES[metric]} at the best guidance scale vs sampler steps (latest step)", log_x=True)
 
 
-def _precision_recall(path: pathlib.Path, network: str, aggregated: Sequence[Row]) -> bool:
-    """Each guidance scale is one point, annotated with its scale; skipped, returning False, under two points."""
+def _trade_off(path: pathlib.Path, network: str, aggregated: Sequence[Row], x: str, y: str) -> bool:
+    """``y`` against ``x`` with each guidance scale one point, annotated with its scale, and the seed spread on both
+    axes: guidance buys one at the price of the other, so two settings compare fairly only along these curves (a
+    setting that weakens guidance looks better at a fixed scale while lying on the same curve). Skipped, returning
+    False, unless some setting has two scales."""
     suffix = _sampler_suffix(aggregated)
     series: dict[str, list[Row]] = {}
     for row in latest_rows(aggregated, key=lambda r: setting_label(r) + suffix(r)):
-        if metric_value(row, "precision") is not None and metric_value(row, "recall") is not None:
+        if metric_value(row, x) is not None and metric_value(row, y) is not None:
             series.setdefault(setting_label(row) + suffix(row), []).append(row)
-    if sum(len(rows) for rows in series.values()) < 2:
+    if max((len(rows) for rows in series.values()), default=0) < 2:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for label, rows in series.items():
         rows = sorted(rows, key=lambda r: r["cfg_scale"])
-        ax.plot([r["recall"] for r in rows], [r["precision"] for r in rows], marker="o", markersize=4,
-                linestyle=":", label=label)
+        spread = [[metric_value(r, f"{m}_std") or 0.0 for r in rows] for m in (x, y)]
+        ax.errorbar([r[x] for r in rows], [r[y] for r in rows], xerr=spread[0], yerr=spread[1], marker="o",
+                    markersize=4, linestyle=":", capsize=2, label=label)
         for row in rows:
-            ax.annotate(f"{row['cfg_scale']:g}", (row["recall"], row["precision"]), textcoords="offset points",
-                        xytext=(3, 3), fontsize=6)
-    return _finish(fig, ax, path, axis_label("recall", network), axis_label("precision", network),
-                   "precision vs recall across guidance scales (latest step; points labelled by scale)")
+            ax.annotate(f"{row['cfg_scale']:g}", (row[x], row[y]), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    return _finish(fig, ax, path, axis_label(x, network), axis_label(y, network),
+                   f"{METRIC_NAMES[y]} vs {METRIC_NAMES[x]} across guidance scales (latest step; points labelled by scale)")
 
 
 def _rmd_density(path: pathlib.Path, network: str, rows: Sequence[Row], best: Sequence[Row]) -> bool:
@@ -194,9 +201,9 @@ def _finish(fig, ax, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -
 
 
 def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathlib.Path]:
-    """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png, <network>_vs_step.png,
-    <network>_vs_sampler_steps.png, <network>_<metric>_vs_cfg.png for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network
-    in rows; a figure whose x axis would hold a single value, or that has no data, is not written. Returns the
+    """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png, <network>_<distance>_vs_<score>.png
+    for each of TRADED_SCORES, <network>_vs_step.png, <network>_vs_sampler_steps.png, <network>_<metric>_vs_cfg.png
+    for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network in rows; a figure whose x axis would hold a single value, or that has no data, is not written. Returns the
     paths written."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,15 +213,21 @@ def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathli
     written = []
     for network in dict.fromkeys(row["network"] for row in aggregated):
         everything = [r for r in aggregated if r["network"] == network]
+        distance = primary_metric(network)
         # Rows without the primary distance have nothing to place on the distance plots.
-        measured = [r for r in everything if metric_value(r, primary_metric(network)) is not None]
+        measured = [r for r in everything if metric_value(r, distance) is not None]
         ranked = [r for r in best if r["network"] == network]
         drawn = (("vs_cfg", _vs_cfg, measured), ("vs_eta", _vs_eta, ranked), ("vs_step", _vs_step, ranked),
                  ("vs_sampler_steps", _vs_sampler_steps, ranked))
-        for name, draw, data in (*(drawn if primary_metric(network) else ()),
-                                 ("precision_recall", _precision_recall, everything)):
+        for name, draw, data in drawn if distance else ():
             path = out / f"{network}_{name}.png"
             if draw(path, network, data):
+                written.append(path)
+        trade_offs = [("precision_recall", "recall", "precision")]
+        trade_offs += [(f"{distance}_vs_{score}", score, distance) for score in TRADED_SCORES if distance]
+        for name, x, y in trade_offs:
+            path = out / f"{network}_{name}.png"
+            if _trade_off(path, network, everything, x, y):
                 written.append(path)
         for metric in SWEPT_METRICS:
             path = out / f"{network}_{metric}_vs_cfg.png"
