@@ -176,6 +176,12 @@ def test_report_batches_runs_checkpoints_and_scales_then_skips_done_work(runs, t
     again = run_batch(runs, checkpoints="all", sample_flags=SAMPLING, features=None, inception_weights=None,
                       reference=None, reference_count=200, out=out)
     assert again["rows"] == 16 and [p.stat().st_mtime_ns for p in metrics] == before
+    more = run_batch(runs, checkpoints="all", sample_flags=SAMPLING, latest_cfg_scale="1.5,2.0", features=None,
+                     inception_weights=None, reference=None, reference_count=200, out=out)
+    assert more["rows"] == 16 + 2 * 2  # each run's latest checkpoint at 1.5 as well; 2.0 is the 2 sampled already
+    added = set(pathlib.Path(runs[0]).glob("eval/step_*/*/metrics.json")) - set(metrics)
+    latest = max(metrics, key=lambda p: int(p.parent.parent.name.removeprefix("step_"))).parent.parent
+    assert [(p.parent.parent, p.parent.name) for p in added] == [(latest, "ddim3-cfg1.5-seed0")]
     with pytest.raises(UserError, match="no checkpoint of step 5"):
         run_batch(runs, checkpoints="5", sample_flags=SAMPLING, features=None, inception_weights=None,
                   reference=None, reference_count=200, out=out)

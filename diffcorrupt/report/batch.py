@@ -35,13 +35,18 @@ METRICS_FILE = "metrics.json"
 def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str, Any], features: str | None,
               inception_weights: str | None, reference: str | None, reference_count: int | None,
               out: Path, clip_weights: str | None = None, class_names: str | None = None,
-              vq_autoencoder: str | None = None, earlier_rows: Sequence[Row] = ()) -> dict[str, Any] | None:
+              vq_autoencoder: str | None = None, earlier_rows: Sequence[Row] = (),
+              latest_cfg_scale: str | None = None) -> dict[str, Any] | None:
     """Samples on every process (the sampler spans them all), then scores and writes the report on
     process 0 alone; the other processes return None. ``sample_flags`` are the sample job's flags,
     except that ``steps`` is a tuple of step counts (or None: each run's own), each sampled in turn.
+    ``latest_cfg_scale`` adds guidance scales at each run's latest checkpoint alone: the whole trade-off
+    where a run is judged, at the cost of a few scales along its training.
     ``earlier_rows`` (of earlier reports) join the tables, each replaced by a row measured here anew."""
     checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
                          for workdir in workdirs for step in _checkpoint_steps(workdir, checkpoints)]
+    latest = {workdir: max(step for w, step, _ in checkpoints_found if w == workdir) for workdir, _, _ in
+              checkpoints_found}
     if workdirs and not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
     for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds
@@ -49,10 +54,13 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
                       vq_autoencoder)
     sampled: list[tuple[Path, dict[str, Any], Any]] = []  # (run, sample record, the config it trained with)
     for workdir, step, config in checkpoints_found:
+        scales = sample_flags["cfg_scale"]
+        if latest_cfg_scale and step == latest[workdir]:
+            scales = _joined_scales(scales if scales is not None else str(config.sample.cfg_scale), latest_cfg_scale)
         for steps in sample_flags["steps"] or (None,):
             controls = sample_flags.get("controls") if config.personalize.base else None  # others take none
             flags = types.SimpleNamespace(workdir=str(workdir), step=step, out=None, mesh="-1,1,1", autoencoder=None,
-                                          **{**sample_flags, "steps": steps, "controls": controls})
+                                          **{**sample_flags, "steps": steps, "controls": controls, "cfg_scale": scales})
             sampled.extend((workdir, record, config) for record in sample_run(flags))
 
     def score_and_tabulate() -> dict[str, Any]:
@@ -125,6 +133,20 @@ def _baseline(config) -> str:
                                                     ("condition dropout", config.model.condition_dropout),
                                                     ("label smoothing", config.model.label_smoothing)) if value]
     return " + ".join(used) or "none"
+
+
+def _joined_scales(scales: str, more: str) -> str:
+    """Comma-separated guidance scales, each once (1 and 1.0 are one), the rest left for the sampler to refuse."""
+    def key(part: str) -> str:
+        try:
+            return f"{float(part):g}"
+        except ValueError:
+            return part
+
+    kept: dict[str, str] = {}
+    for part in filter(None, (part.strip() for part in f"{scales},{more}".split(","))):
+        kept.setdefault(key(part), part)
+    return ",".join(kept.values())
 
 
 def _checkpoint_steps(workdir: Path, which: str) -> list[int]:

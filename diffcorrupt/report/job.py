@@ -1,8 +1,8 @@
 """``diffcorrupt report``: batch evaluation of runs into tables (CSV, Markdown) and plots (PNG).
 
   diffcorrupt report --workdirs=DIR[,DIR...] [--rows=CSV[,CSV...]] [--out=DIR] [--checkpoints=latest|all|N[,M...]]
-                     [--cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...] [--steps=N[,M,...]] [--seed=S]
-                     [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
+                     [--cfg_scale=S[,S2,...]] [--latest_cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...]
+                     [--steps=N[,M,...]] [--seed=S] [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
                      [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
                      [--reference=dataset[:split[:subset]]|PATH] [--reference_count=N] [--controls=dataset[:split[:subset]]]
 
@@ -37,6 +37,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="report")
     parser.add_argument("--checkpoints", default="latest", help="latest, all or a list of steps")
     parser.add_argument("--cfg_scale", default=None, help="guidance scales (default: each run's sample.cfg_scale)")
+    parser.add_argument("--latest_cfg_scale", default=None,
+                        help="more guidance scales, sampled at each run's latest checkpoint only (of those --checkpoints "
+                             "picks): the whole guidance trade-off where runs are compared, a few scales along training")
     parser.add_argument("--num_samples", type=positive_int, default=None)
     parser.add_argument("--sampler", choices=SAMPLERS, default=None)
     parser.add_argument("--steps", type=positive_ints, default=None,
@@ -71,7 +74,7 @@ def main(argv: list[str]) -> int:
                         features=flags.features, inception_weights=flags.inception_weights, reference=flags.reference,
                         reference_count=flags.reference_count, out=output_folder(flags.out, "--out"),
                         clip_weights=flags.clip_weights, class_names=flags.class_names,
-                        vq_autoencoder=flags.vq_autoencoder)
+                        vq_autoencoder=flags.vq_autoencoder, latest_cfg_scale=flags.latest_cfg_scale)
     if summary is not None:
         print(json.dumps(summary), flush=True)
     return 0
