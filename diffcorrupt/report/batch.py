@@ -22,6 +22,7 @@ from diffcorrupt.errors import UserError
 from diffcorrupt.evaluate import METRICS_VERSION, check_scoring, evaluate
 from diffcorrupt.parallel.distributed import on_process_zero
 from diffcorrupt.report.earlier_rows import merge_rows
+from diffcorrupt.report.equal_score import write_equal_score
 from diffcorrupt.report.plots import write_plots
 from diffcorrupt.report.size_plots import write_size_plots
 from diffcorrupt.report.tables import Row, write_tables
@@ -83,7 +84,7 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
         if not rows:
             raise UserError("there is nothing to report: the --rows files hold no rows and no --workdirs were given")
         out.mkdir(parents=True, exist_ok=True)
-        tables = write_tables(rows, out, list(notes)) | write_against_clean(rows, out)
+        tables = write_tables(rows, out, list(notes)) | write_against_clean(rows, out) | write_equal_score(rows, out)
         plots = write_plots(rows, out) + write_size_plots(rows, out)
         logging.info("report: %d rows, tables %s, %d plots in %s", len(rows), sorted(tables), len(plots), out)
         return {"rows": len(rows), "tables": {k: str(v) for k, v in tables.items()}, "plots": [str(p) for p in plots]}

@@ -17,14 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullLocator, PercentFormatter, ScalarFormatter  # noqa: E402
 
+from diffcorrupt.report.equal_score import TRADED_SCORES  # noqa: E402
 from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
 
 # Metrics drawn against the guidance scale besides the primary distance, where a network has them.
 SWEPT_METRICS = ("accuracy", "top_f1", "rmd_top1pct", "sample_entropy", "clip_score", "copy_ratio", "edge_f1")
-# Scores that guidance raises at a cost in the distance: each is drawn against it across guidance scales
-# (FID against IS, the diffusion literature's trade-off curve; FD against class accuracy or CLIP score).
-TRADED_SCORES = ("inception_score", "accuracy", "clip_score")
 # Metrics read against a chance level, drawn beside them: a personalized run's edge F1 against that of
 # another control of the same class, which a model ignoring its control reaches.
 CHANCE = {"edge_f1": ("edge_f1_other", "same-class control")}

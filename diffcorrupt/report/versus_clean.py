@@ -34,7 +34,7 @@ def against_clean(rows: Iterable[Row]) -> list[dict[str, Any]]:
     rows = list(rows)
     columns, groups = by_setting(rows)
     context = [i for i, key in enumerate(columns) if key not in TREATMENT_KEYS]
-    clean = {_context(key, context): members for key, members in groups.items() if _untreated(members[0])}
+    clean = {_context(key, context): members for key, members in groups.items() if untreated(members[0])}
     out = []
     for key, members in groups.items():
         reference = clean.get(_context(key, context))
@@ -42,9 +42,9 @@ def against_clean(rows: Iterable[Row]) -> list[dict[str, Any]]:
             continue
         entry: dict[str, Any] = dict(zip(columns, key)) | {"n": len(members), "n_clean": len(reference)}
         for metric in present_metrics(members + reference):
-            treated, untreated = values_of(members, metric), values_of(reference, metric)
-            if treated and untreated:
-                entry |= _difference(metric, treated, untreated)
+            treated, clean_values = values_of(members, metric), values_of(reference, metric)
+            if treated and clean_values:
+                entry |= _difference(metric, treated, clean_values)
         out.append(entry)
     return in_setting_order(out)
 
@@ -66,20 +66,21 @@ def _context(key: tuple, positions: Sequence[int]) -> tuple:
     return tuple(key[i] for i in positions)
 
 
-def _untreated(row: Row) -> bool:
+def untreated(row: Row) -> bool:
+    """Clean, with no CEP and no baseline regulariser: the setting every treatment is compared with."""
     return is_clean(row) and row.get("cep") in (None, "none") and row.get("baseline") in (None, "none")
 
 
-def _difference(metric: str, treated: list[float], untreated: list[float]) -> dict[str, float | None]:
+def _difference(metric: str, treated: list[float], clean: list[float]) -> dict[str, float | None]:
     """Welch's test: the variance of each mean is its sample variance over its n, the degrees of freedom
     Welch-Satterthwaite's."""
-    diff = statistics.fmean(treated) - statistics.fmean(untreated)
+    diff = statistics.fmean(treated) - statistics.fmean(clean)
     se = p = None
-    if len(treated) > 1 and len(untreated) > 1:
-        parts = [statistics.variance(side) / len(side) for side in (treated, untreated)]
+    if len(treated) > 1 and len(clean) > 1:
+        parts = [statistics.variance(side) / len(side) for side in (treated, clean)]
         se = math.sqrt(sum(parts))
         if se > 0:
-            dof = se**4 / sum(part**2 / (len(side) - 1) for part, side in zip(parts, (treated, untreated)))
+            dof = se**4 / sum(part**2 / (len(side) - 1) for part, side in zip(parts, (treated, clean)))
             p = float(2 * stats.t.sf(abs(diff) / se, dof))
     return {f"{metric}_diff": diff, f"{metric}_se": se, f"{metric}_p": p}
 
