@@ -21,7 +21,7 @@ from typing import Any
 
 from diffcorrupt.report.tables import (METRIC_NAMES, SETTING_KEYS, Row, aggregate, by_network, cell, format_metric,
                                        in_setting_order, markdown_table, metric_digits, metric_value, primary_metric,
-                                       sampler_label, setting_label, write_csv)
+                                       sampler_label, setting_label, write_comparison)
 from diffcorrupt.report.versus_clean import TREATMENT_KEYS, untreated
 
 # Scores that guidance raises at a cost in the distance, in the order a network's rows are searched for one.
@@ -54,14 +54,7 @@ def at_equal_score(rows: Iterable[Row]) -> list[dict[str, Any]]:
 def write_equal_score(rows: Iterable[Row], out_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
     """vs_clean_equal_score.csv and .md, when some setting can be compared; returns their paths by file name."""
     compared = at_equal_score(rows)
-    if not compared:
-        return {}
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("vs_clean_equal_score.csv", "vs_clean_equal_score.md")}
-    write_csv(paths["vs_clean_equal_score.csv"], compared, list(dict.fromkeys(k for row in compared for k in row)))
-    paths["vs_clean_equal_score.md"].write_text(_markdown(compared))
-    return paths
+    return write_comparison(out_dir, "vs_clean_equal_score", compared, _markdown(compared)) if compared else {}
 
 
 def _compare(row: Row, curve: Sequence[Row], distance: str, score: str) -> dict[str, Any]:

@@ -231,6 +231,17 @@ def write_csv(path: pathlib.Path, rows: Sequence[Row], columns: Sequence[str]) -
         writer.writerows(rows)
 
 
+def write_comparison(out_dir: str | pathlib.Path, stem: str, rows: Sequence[Row], markdown: str) -> dict[str, pathlib.Path]:
+    """<stem>.csv (every key of ``rows``, in the order first seen) and <stem>.md (``markdown``); their paths by
+    file name."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in (f"{stem}.csv", f"{stem}.md")}
+    write_csv(paths[f"{stem}.csv"], rows, list(dict.fromkeys(k for row in rows for k in row)))
+    paths[f"{stem}.md"].write_text(markdown)
+    return paths
+
+
 def write_tables(rows: Iterable[Row], out_dir: str | pathlib.Path, notes: Sequence[str] = ()) -> dict[str, pathlib.Path]:
     """results.csv (raw rows: identity, METRICS, then any extra measurements), summary.csv and summary.md
     (seed-aggregated, with ``notes``: what the evaluations could not measure), best.md (the paper table, per

@@ -20,7 +20,7 @@ from scipy import stats
 
 from diffcorrupt.report.tables import (METRIC_NAMES, METRICS, Row, by_network, by_setting, cell, in_setting_order,
                                        is_clean, markdown_table, metric_digits, present_metrics, sampler_label,
-                                       setting_label, values_of, write_csv)
+                                       setting_label, values_of, write_comparison)
 
 TREATMENT_KEYS = ("corruption", "eta", "cep", "baseline")
 SIGNIFICANCE = 0.05
@@ -52,14 +52,7 @@ def against_clean(rows: Iterable[Row]) -> list[dict[str, Any]]:
 def write_against_clean(rows: Iterable[Row], out_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
     """vs_clean.csv and vs_clean.md, when some setting has a clean counterpart; returns their paths by file name."""
     compared = against_clean(rows)
-    if not compared:
-        return {}
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("vs_clean.csv", "vs_clean.md")}
-    write_csv(paths["vs_clean.csv"], compared, list(dict.fromkeys(k for row in compared for k in row)))
-    paths["vs_clean.md"].write_text(_markdown(compared))
-    return paths
+    return write_comparison(out_dir, "vs_clean", compared, _markdown(compared)) if compared else {}
 
 
 def _context(key: tuple, positions: Sequence[int]) -> tuple:
