@@ -38,8 +38,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoints", default="latest", help="latest, all or a list of steps")
     parser.add_argument("--cfg_scale", default=None, help="guidance scales (default: each run's sample.cfg_scale)")
     parser.add_argument("--latest_cfg_scale", default=None,
-                        help="more guidance scales, sampled at each run's latest checkpoint only (of those --checkpoints "
-                             "picks): the whole guidance trade-off where runs are compared, a few scales along training")
+                        help="more guidance scales, sampled at each run's latest checkpoint only (of those "
+                             "--checkpoints picks): the whole trade-off where runs are compared, a few scales along "
+                             "training")
     parser.add_argument("--num_samples", type=positive_int, default=None)
     parser.add_argument("--sampler", choices=SAMPLERS, default=None)
     parser.add_argument("--steps", type=positive_ints, default=None,

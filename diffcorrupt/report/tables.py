@@ -231,7 +231,8 @@ def write_csv(path: pathlib.Path, rows: Sequence[Row], columns: Sequence[str]) -
         writer.writerows(rows)
 
 
-def write_comparison(out_dir: str | pathlib.Path, stem: str, rows: Sequence[Row], markdown: str) -> dict[str, pathlib.Path]:
+def write_comparison(out_dir: str | pathlib.Path, stem: str, rows: Sequence[Row],
+                     markdown: str) -> dict[str, pathlib.Path]:
     """<stem>.csv (every key of ``rows``, in the order first seen) and <stem>.md (``markdown``); their paths by
     file name."""
     out = pathlib.Path(out_dir)
