@@ -6,6 +6,7 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import types
@@ -309,22 +310,30 @@ def test_the_sweep_runs_its_chains_side_by_side_then_the_all_runs_report_here(tm
     assert reports == [[f"--workdirs={a},{b}", f"--out={root}/report"]]
 
 
-def test_an_interrupted_sweep_stops_the_runs_it_started(tmp_path, monkeypatch):
+def _ctrl_c(seconds):
+    raise KeyboardInterrupt
+
+
+def _sigterm(seconds):
+    os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's cancel, a shutdown
+
+
+@pytest.mark.parametrize("interrupt, raised", [(_ctrl_c, KeyboardInterrupt), (_sigterm, SystemExit)])
+def test_an_interrupted_sweep_stops_the_runs_it_started(interrupt, raised, tmp_path, monkeypatch):
     started = []
 
     def popen(*args, **kwargs):
         started.append(subprocess.Popen(*args, **kwargs))
         return started[-1]
 
-    def interrupt(seconds):
-        raise KeyboardInterrupt
-
     _start_children_with(popen, monkeypatch)
     monkeypatch.setattr(side_by_side, "time", types.SimpleNamespace(sleep=interrupt))
     step = Step("train_0", "train", "long", ("--config=configs/fmnist.py:tiny", f"--workdir={tmp_path / 'run'}"))
-    with pytest.raises(KeyboardInterrupt):
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(raised):
         run_side_by_side([step], 1, tmp_path / "logs")
     assert len(started) == 1 and started[0].returncode is not None  # stopped and waited for, not left running
+    assert signal.getsignal(signal.SIGTERM) == handler
 
 
 def test_plan_without_report_is_only_trains():

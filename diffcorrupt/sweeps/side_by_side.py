@@ -6,14 +6,16 @@ demo's latent runs gain nothing that way (docs/performance.md). Pinning keeps th
 run's speed is steady. A run's chain (its training, then its own report) runs in child processes on one share of the
 cores; the next run takes that share when the chain ends. A child inherits the affinity of the thread that starts
 it, so this thread pins itself to a share for the start and then widens again: no code runs between fork and exec
-(``preexec_fn`` is unsafe beside the threads JAX may have started). If the sweep itself is interrupted, its runs
-get SIGTERM, on which training saves a checkpoint and exits, so a rerun resumes them.
+(``preexec_fn`` is unsafe beside the threads JAX may have started). If the sweep itself is interrupted (Ctrl-C, or
+SIGTERM from a scheduler or a shutdown), its runs get SIGTERM, on which training saves a checkpoint and exits, so a
+rerun resumes them rather than racing copies of them that were left running.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +79,7 @@ def run_side_by_side(steps: Sequence[Step], parallel: int, logs: Path) -> list[S
     logs.mkdir(parents=True, exist_ok=True)
     running: list[_Running] = []
     failed: dict[str, Path] = {}
+    previous = signal.signal(signal.SIGTERM, _exit)
     try:
         while pending or running:
             while pending and shares:
@@ -95,11 +98,17 @@ def run_side_by_side(steps: Sequence[Step], parallel: int, logs: Path) -> list[S
                 shares.append(run.cores)
     finally:
         _stop(running)
+        signal.signal(signal.SIGTERM, previous)
     if failed:
         names = ", ".join(f"{name} (see {log})" for name, log in failed.items())
         raise UserError(f"{len(failed)} run(s) failed: {names}; the others finished and the all-runs report was not "
                         "drawn; fix them and rerun the sweep, which skips finished runs")
     return final
+
+
+def _exit(signum: int, frame) -> None:
+    """SIGTERM as an exception, so that the runs are stopped on the way out (by default the sweep would just end)."""
+    raise SystemExit(128 + signum)
 
 
 def _start(run: _Running) -> _Running:
