@@ -169,7 +169,12 @@ def test_the_memorization_grid_trains_on_nested_subsets_disjoint_from_its_held_o
         sizes.setdefault(config.data.subset, set()).add((config.data.split, config.data.data_dir))
     assert sizes == {"balanced[0:500]": {("test", "")}, "balanced[0:2000]": {("test", "")},
                      "balanced[0:10000]": {("train", "/usr/share/datasets/fashion-mnist")}}
-    assert f"--reference={grids.HELD_OUT}" in grid.report and "--checkpoints=all" in grid.report
+    assert f"--reference={grids.HELD_OUT}" in grid.report
+    # The report names the checkpoints every run keeps for good, and no others.
+    assert f"--checkpoints={grids.MEMORIZATION_CHECKPOINTS}" in grid.report
+    kept = {",".join(map(str, range(c.checkpoint.keep_every, c.train.num_steps + 1, c.checkpoint.keep_every)))
+            for c in configs.values()}
+    assert kept == {grids.MEMORIZATION_CHECKPOINTS}
     # Every test-split subset ends before the held-out range starts.
     held_out_start = int(grids.HELD_OUT.split("[")[1].split(":")[0])
     assert all(int(subset.split(":")[1].rstrip("]")) <= held_out_start
