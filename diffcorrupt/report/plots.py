@@ -201,8 +201,8 @@ def _finish(fig, ax, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -
 def write_plots(rows: Iterable[Row], out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """<network>_vs_cfg.png, <network>_vs_eta.png, <network>_precision_recall.png, <network>_<distance>_vs_<score>.png
     for each of TRADED_SCORES, <network>_vs_step.png, <network>_vs_sampler_steps.png, <network>_<metric>_vs_cfg.png
-    for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network in rows; a figure whose x axis would hold a single value, or that has no data, is not written. Returns the
-    paths written."""
+    for each of SWEPT_METRICS and <network>_rmd_density.png for each feature network in rows; a figure whose x axis
+    would hold a single value, or that has no data, is not written. Returns the paths written."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
