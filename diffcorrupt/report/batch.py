@@ -46,8 +46,9 @@ def run_batch(workdirs: list[Path], *, checkpoints: str, sample_flags: dict[str,
     ``earlier_rows`` (of earlier reports) join the tables, each replaced by a row measured here anew."""
     checkpoints_found = [(workdir, step, saved_run_config(workdir, step))  # read where every process reads it
                          for workdir in workdirs for step in _checkpoint_steps(workdir, checkpoints)]
-    latest = {workdir: max(step for w, step, _ in checkpoints_found if w == workdir) for workdir, _, _ in
-              checkpoints_found}
+    latest: dict[Path, int] = {}  # each run's last step among those picked
+    for workdir, step, _ in checkpoints_found:
+        latest[workdir] = max(step, latest.get(workdir, step))
     if workdirs and not checkpoints_found:
         raise UserError("no checkpoint was found in the given --workdirs; train them first")
     for _, _, config in checkpoints_found:  # before the first sample: a missing weights file costs seconds

@@ -2,8 +2,8 @@
 
   diffcorrupt report --workdirs=DIR[,DIR...] [--rows=CSV[,CSV...]] [--out=DIR] [--checkpoints=latest|all|N[,M...]]
                      [--cfg_scale=S[,S2,...]] [--latest_cfg_scale=S[,S2,...]] [--num_samples=N] [--sampler=...]
-                     [--steps=N[,M,...]] [--seed=S] [--batch_size=B] [--features=inception,classifier,clip] [--inception_weights=FILE]
-                     [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
+                     [--steps=N[,M,...]] [--seed=S] [--batch_size=B] [--features=inception,classifier,clip]
+                     [--inception_weights=FILE] [--clip_weights=FILE] [--class_names=FILE] [--vq_autoencoder=DIR]
                      [--reference=dataset[:split[:subset]]|PATH] [--reference_count=N] [--controls=dataset[:split[:subset]]]
 
 For every run, checkpoint, number of sampler steps and guidance scale: sample (resuming what is there), evaluate (skipping

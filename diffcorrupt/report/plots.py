@@ -158,9 +158,10 @@ def _trade_off(path: pathlib.Path, network: str, aggregated: Sequence[Row], x: s
         ax.errorbar([r[x] for r in rows], [r[y] for r in rows], xerr=spread[0], yerr=spread[1], marker="o",
                     markersize=4, linestyle=":", capsize=2, label=label)
         for row in rows:
-            ax.annotate(f"{row['cfg_scale']:g}", (row[x], row[y]), textcoords="offset points", xytext=(3, 3), fontsize=6)
-    return _finish(fig, ax, path, axis_label(x, network), axis_label(y, network),
-                   f"{METRIC_NAMES[y]} vs {METRIC_NAMES[x]} across guidance scales (latest step; points labelled by scale)")
+            ax.annotate(f"{row['cfg_scale']:g}", (row[x], row[y]), textcoords="offset points", xytext=(3, 3),
+                        fontsize=6)
+    return _finish(fig, ax, path, axis_label(x, network), axis_label(y, network), f"{METRIC_NAMES[y]} vs "
+                   f"{METRIC_NAMES[x]} across guidance scales (latest step; points labelled by scale)")
 
 
 def _rmd_density(path: pathlib.Path, network: str, rows: Sequence[Row], best: Sequence[Row]) -> bool:
