@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from orbax.checkpoint._src.metadata.checkpoint import _MetadataStoreImpl  # where a failed metadata write starts
 
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import ConfigError, UserError
@@ -256,6 +257,50 @@ def test_failed_async_save_surfaces_from_wait(tmp_path, config, monkeypatch):
     target = {"x": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=NamedSharding(_mesh(1), P()))}
     restored, step = Checkpointer(tmp_path, every_steps=1, keep=1).restore(target)
     assert step == 1 and np.array_equal(restored["x"], state["x"])
+
+
+def _read_only_from(step: int):
+    """orbax's metadata writer, failing for ``step``'s files as a disk turned read-only just after
+    that save made its temporary directory does: in orbax's metadata thread, which fails both its
+    finalize thread and its save thread."""
+    original_write, original_update = _MetadataStoreImpl.write, _MetadataStoreImpl.update
+
+    def refuse(path):
+        if f"{step}.orbax-checkpoint-tmp" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def write(self, file_path, metadata):
+        refuse(file_path)
+        return original_write(self, file_path, metadata)
+
+    def update(self, file_path, **kwargs):
+        refuse(file_path)
+        return original_update(self, file_path, **kwargs)
+
+    return write, update
+
+
+@pytest.mark.parametrize("wait_first", [True, False])
+def test_a_failed_save_is_one_sentence_once_however_orbax_raises_it_again(tmp_path, config, monkeypatch,
+                                                                           wait_first):
+    state = {"x": jnp.arange(4.0)}
+    ckpt = Checkpointer(tmp_path, every_steps=1, keep=5, async_save=True)
+    ckpt.save(1, state, config)
+    ckpt.wait()
+    write, update = _read_only_from(2)
+    monkeypatch.setattr(_MetadataStoreImpl, "write", write)
+    monkeypatch.setattr(_MetadataStoreImpl, "update", update)
+    assert ckpt.save(2, state, config)
+    failed = "step 2 .*(Read-only file system).*earlier checkpoints there are intact"
+    if wait_first:  # as the training loop meets it: the next save's wait, then close on the way out
+        with pytest.raises(UserError, match=failed):
+            ckpt.wait()
+        ckpt.close()  # the save thread's copy of the same failure is not raised again
+    else:
+        with pytest.raises(UserError, match=failed):
+            ckpt.close()
+    monkeypatch.undo()
+    assert Checkpointer(tmp_path, every_steps=1, keep=5).all_steps() == [1]
 
 
 def test_storage_errors_translate_and_bugs_do_not():

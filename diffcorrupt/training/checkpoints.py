@@ -103,7 +103,8 @@ class Checkpointer:
             options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()},
         )
-        self._pending: int | None = None  # the step whose async save may still be running
+        self._last_save: int | None = None  # the step a background failure belongs to
+        self._failed = False  # a failed save has been raised as a UserError
 
     def should_save(self, step: int) -> bool:
         """True at every ``every_steps``-th step not saved yet."""
@@ -124,23 +125,31 @@ class Checkpointer:
             saved = self._manager.save(step, args=args, force=True)
         except Exception as err:
             self._after_failed_save(err, step)
-        self._pending = step
+        self._last_save = step
         return saved
 
     def wait(self) -> None:
         """Blocks until the background save is written; a failed one becomes a ``UserError``."""
-        step, self._pending = self._pending, None
         try:
             self._manager.wait_until_finished()
         except Exception as err:
-            self._after_failed_save(err, step)
+            self._after_failed_save(err, self._last_save)
 
     def close(self) -> None:
-        """Waits for the last save (raising its failure) and releases orbax's threads."""
+        """Waits for the last save (raising its failure) and releases orbax's threads.
+
+        orbax raises one failed save once from each of its threads: the finalize thread's from
+        ``wait``, then the save thread's from ``close``. A storage failure already raised here is
+        not raised again, so the run ends on its first sentence rather than a traceback.
+        """
         try:
             self.wait()
         finally:
-            self._manager.close()
+            try:
+                self._manager.close()
+            except Exception as err:
+                if not self._failed or storage_error(err, None, self.directory) is None:
+                    self._after_failed_save(err, self._last_save)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -199,6 +208,7 @@ class Checkpointer:
         error = storage_error(err, step, self.directory)
         if error is None:
             raise err
+        self._failed = True
         raise error from err
 
     def _newest_readable(self, steps: list[int], read: Callable[[int], T]) -> tuple[int, T] | None:
