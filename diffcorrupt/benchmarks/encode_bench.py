@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from diffcorrupt.autoencoders.presets import preset
 from diffcorrupt.autoencoders.storage import make_autoencoder
 from diffcorrupt.benchmarks import train_bench
+from diffcorrupt.benchmarks.random_weights import random_variables
 from diffcorrupt.errors import UserError
 
 
@@ -29,7 +30,7 @@ def run(preset_name: str, image_shape: tuple[int, int, int], batch_size: int, mo
     if batch_size % jax.device_count():
         raise UserError(f"--batch_size={batch_size} does not split over {jax.device_count()} devices; use a multiple")
     images = np.random.default_rng(0).uniform(-1, 1, (batch_size, *image_shape)).astype(np.float32)
-    variables = module.init(jax.random.key(0), jnp.asarray(images[:1]))
+    variables = random_variables(module, jnp.asarray(images[:1]))
     images = jax.device_put(images, NamedSharding(Mesh(np.asarray(jax.devices()), ("data",)), P("data")))  # as pre-encoding shards it
     encode = jax.jit(lambda v, x: module.apply(v, x, method="encode"))
     start = time.perf_counter()

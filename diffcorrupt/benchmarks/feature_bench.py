@@ -12,27 +12,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _random_params(module, *inputs) -> dict:
-    """Random parameters drawn in numpy from the shapes alone (kernels He-scaled, scales and variances
-    1, vectors 0): flax's init would run the network op by op, a compile each (80 of the 90 s that
-    ``bench inception`` took on a 2-core CPU), only to throw the numbers away."""
-    abstract = nn.meta.unbox(jax.eval_shape(module.init, jax.random.key(0), *inputs))["params"]
-    rng = np.random.default_rng(0)
-
-    def draw(path, leaf):
-        if getattr(path[-1], "key", None) in ("scale", "var"):
-            return np.ones(leaf.shape, leaf.dtype)
-        if len(leaf.shape) < 2:
-            return np.zeros(leaf.shape, leaf.dtype)
-        return (rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, abstract)
+from diffcorrupt.benchmarks.random_weights import random_variables
 
 
 def _inception(weights: str | None, batch_size: int):
@@ -41,7 +25,7 @@ def _inception(weights: str | None, batch_size: int):
 
     if weights:
         return InceptionFeatures(load_inception_params(weights), batch_size=batch_size)
-    params = _random_params(InceptionV3(), jnp.zeros((1, 299, 299, 3)))
+    params = random_variables(InceptionV3(), jnp.zeros((1, 299, 299, 3)))["params"]
     return InceptionFeatures(InceptionWeights(params=params, has_logits=False, sha256="random",
                                               source="random"), batch_size=batch_size)
 
@@ -55,7 +39,7 @@ def _clip(weights: str | None, batch_size: int):
     if weights:
         return ClipFeatures(load_clip(weights), batch_size=batch_size)
     size, length = VIT_B16.image_size, VIT_B16.context_length
-    params = _random_params(Clip(), jnp.zeros((1, size, size, 3)), jnp.zeros((1, length), jnp.int32))
+    params = random_variables(Clip(), jnp.zeros((1, size, size, 3)), jnp.zeros((1, length), jnp.int32))["params"]
     # A random tokenizer of the real vocabulary's size: the text tower's work depends on the length only.
     merges = [(f"m{i}", "x</w>") for i in range(VIT_B16.vocab_size - 2 * 256 - 2)]
     return ClipFeatures(ClipWeights(params, VIT_B16, ClipTokenizer(merges), "random",
