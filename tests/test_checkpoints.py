@@ -291,7 +291,7 @@ def test_a_failed_save_is_one_sentence_once_however_orbax_raises_it_again(tmp_pa
     monkeypatch.setattr(_MetadataStoreImpl, "write", write)
     monkeypatch.setattr(_MetadataStoreImpl, "update", update)
     assert ckpt.save(2, state, config)
-    failed = "step 2 .*(Read-only file system).*earlier checkpoints there are intact"
+    failed = r"step 2 .*\(Read-only file system\).*earlier checkpoints there are intact"
     if wait_first:  # as the training loop meets it: the next save's wait, then close on the way out
         with pytest.raises(UserError, match=failed):
             ckpt.wait()
