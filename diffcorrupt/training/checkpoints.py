@@ -148,7 +148,7 @@ class Checkpointer:
             try:
                 self._manager.close()
             except Exception as err:
-                if not self._failed or storage_error(err, None, self.directory) is None:
+                if not (self._failed and _is_storage_failure(err)):
                     self._after_failed_save(err, self._last_save)
 
     def latest_step(self) -> int | None:
@@ -279,14 +279,19 @@ def _all_processes(ok: bool) -> bool:
 
 def storage_error(err: BaseException, step: int | None, directory: Path) -> UserError | None:
     """A failed save's error as a one-sentence ``UserError`` when storage caused it (disk full,
-    read-only, gone: an OSError, or tensorstore's status text); None when it is a bug."""
-    if not (isinstance(err, OSError) or _STORAGE_STATUS.search(str(err))):
+    read-only, gone); None when it is a bug."""
+    if not _is_storage_failure(err):
         return None
     which = "a checkpoint" if step is None else f"the checkpoint of step {step}"
     return UserError(
         f"saving {which} to {directory} failed ({error_cause(err)}); the earlier checkpoints there are intact: "
         "free disk space or make the directory writable, then run the same command again to resume"
     )
+
+
+def _is_storage_failure(err: BaseException) -> bool:
+    """An OSError, or tensorstore's status text for one."""
+    return isinstance(err, OSError) or bool(_STORAGE_STATUS.search(str(err)))
 
 
 def error_cause(err: BaseException) -> str:
