@@ -143,3 +143,29 @@ def test_several_slices_multiply_the_per_slice_shape_and_a_mismatch_is_one_sente
     # one process on CPU devices without slice indices: two slices cannot be formed
     with pytest.raises(ConfigError, match="slices"):
         make_mesh(config.mesh)
+
+
+class _Initialisers(nn.Module):
+    """One layer per initialiser the models use, at their sizes: normal (erfinv), truncated normal,
+    uniform and zeros."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(192, kernel_init=nn.initializers.normal(0.02))(x)
+        x = nn.Dense(192, kernel_init=nn.initializers.xavier_uniform())(x)
+        x = nn.Dense(768, kernel_init=nn.initializers.lecun_normal(), bias_init=nn.initializers.zeros)(x)
+        x = nn.Embed(1001, 192)(jnp.zeros(x.shape[:1], jnp.int32)) + x[:, :192]
+        return nn.Conv(64, (3, 3))(x.reshape(-1, 8, 8, 3))
+
+
+@pytest.mark.parametrize("layout_name", ["fsdp", "data_fsdp_tensor"])
+def test_initialisation_compiled_cheaply_gives_the_default_compilations_bits(layout_name, monkeypatch):
+    from diffcorrupt.parallel import sharding
+
+    module = _Initialisers()
+    init = functools.partial(module.init, jax.random.key(7), jnp.zeros((2, 48)))
+    cheap, _ = init_sharded(init, _mesh(LAYOUTS[layout_name]))
+    monkeypatch.setattr(sharding, "INIT_COMPILER_OPTIONS", None)
+    default, _ = init_sharded(init, _mesh(LAYOUTS[layout_name]))
+    for a, b in zip(jax.tree.leaves(cheap), jax.tree.leaves(default), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -39,6 +39,12 @@ DEFAULT_RULES: Rules = (
     ("length", None),
 )
 
+# An initialisation runs once, so XLA:CPU's default LLVM optimisation buys it nothing but compile time.
+# At level 1 it compiles up to twice as fast to the same bits (DiT, U-Net, text and control models
+# checked; tests/test_model_sharding.py keeps checking); level 0 rounds the normal initialiser's
+# erfinv differently, by one ulp.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
 
 def rules_from_config(text: str) -> Rules:
     """``mesh.rules``: overrides of the default table as 'logical=axis[+axis],...'; an empty right
@@ -97,6 +103,7 @@ def init_sharded(init_fn: Callable[[], Any], mesh: Mesh, rules: Rules = DEFAULT_
     """Runs ``init_fn`` (returning logically boxed variables) under jit with sharded outputs, so
     no variable is ever materialised whole on one device. Returns (unboxed variables, shardings)."""
     shardings = variable_shardings(jax.eval_shape(init_fn), mesh, rules)
+    options = INIT_COMPILER_OPTIONS if mesh.devices.flat[0].platform == "cpu" else None
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        variables = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=shardings)()
+        variables = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=shardings).lower().compile(options)()
     return variables, shardings

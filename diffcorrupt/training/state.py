@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from diffcorrupt.models.registry import example_inputs
-from diffcorrupt.parallel.sharding import Rules, variable_shardings
+from diffcorrupt.parallel.sharding import Rules, init_sharded
 
 
 @flax.struct.dataclass
@@ -55,10 +55,7 @@ def create_state(model: nn.Module, optimizer: optax.GradientTransformation, inpu
             rng=jax.random.key_data(run_key), first_nonfinite_step=jnp.full((), -1, jnp.int32),
         )
 
-    shardings = variable_shardings(jax.eval_shape(init), mesh, rules)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=shardings)()
-    return state, shardings
+    return init_sharded(init, mesh, rules)
 
 
 def abstract_state(state: TrainState) -> TrainState:
