@@ -2,7 +2,7 @@
 
 Compile time is measured apart from step time; each timed step ends in ``block_until_ready`` so
 that asynchronous dispatch does not flatter the figure. MFU is reported where the device's peak is
-known (``diffcorrupt.training.loop.PEAK_FLOPS``).
+known (``diffcorrupt.training.peak_flops.PEAK_FLOPS``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.models.registry import parameter_count
 from diffcorrupt.training.compiled_run import compile_run
-from diffcorrupt.training.loop import peak_flops
+from diffcorrupt.training.peak_flops import peak_flops
 
 
 def run_config(config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], num_classes: int,

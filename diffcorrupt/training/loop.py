@@ -32,11 +32,8 @@ from diffcorrupt.training.compiled_run import CompiledRun, compile_run
 from diffcorrupt.training.state import abstract_state
 from diffcorrupt.training.pretrained import pin_steps
 from diffcorrupt.training.jsonl_writer import JsonlWriter
+from diffcorrupt.training.peak_flops import peak_flops
 from diffcorrupt.training.preview import GRID, preview_conditions, write_preview
-
-# Dense bf16 peak FLOP/s per device, for MFU; matched by prefix of jax's device_kind.
-PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12, "TPU v4": 275e12,
-              "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
 
 
 class Preemption:
@@ -68,11 +65,6 @@ class Preemption:
     def restore(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def peak_flops() -> float | None:
-    kind = jax.devices()[0].device_kind
-    return next((peak for prefix, peak in PEAK_FLOPS.items() if kind.startswith(prefix)), None)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False,
