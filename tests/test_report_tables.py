@@ -183,3 +183,13 @@ def test_edge_f1_is_drawn_beside_its_same_class_chance_level(tmp_path, monkeypat
     assert sorted(lines) == ["clean", "clean, same-class control"]
     assert [(x, round(mean, 3)) for x, mean, _ in lines["clean"]] == [(1.0, 0.805), (2.0, 0.805)]
     assert [mean for _, mean, _ in lines["clean, same-class control"]] == [0.6, 0.6]
+
+
+def test_twelve_settings_in_one_figure_get_twelve_colours_and_a_chance_line_its_settings_colour(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    lines = {f"setting {i}": [(1.0, i, 0.1), (2.0, i + 0.5, 0.1)] for i in range(12)}
+    lines["setting 11, chance"] = [(1.0, 0.0, 0.0), (2.0, 0.0, 0.0)]
+    assert plots.save_lines(tmp_path / "twelve.png", lines, "x", "y", "twelve", dashed=frozenset({"setting 11, chance"}))
+    colours = [container.lines[0].get_color() for container in figures[0].axes[0].containers]
+    assert len(set(colours[:12])) == 12 and colours[12] == colours[11]

@@ -64,9 +64,18 @@ def save_image_grid(path: pathlib.Path, images: np.ndarray, titles: Sequence[str
     plt.close(fig)
 
 
+def distinct_colours(ax, count: int) -> None:
+    """Past 10 lines matplotlib's default palette repeats, and two runs or settings of one figure would share a
+    colour (the memorization grid draws 12 settings in one); tab20 keeps up to 20 apart. Up to 10 the default
+    stays."""
+    if count > 10:
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+
+
 def save_curves(path: pathlib.Path, curves: dict[str, tuple[Sequence[int], Sequence[float]]], ylabel: str, title: str) -> None:
     """One line per run: a metric against the training step."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    distinct_colours(ax, len(curves))
     for name, (steps, values) in curves.items():
         ax.plot(steps, values, marker="o", markersize=3, label=name)
     ax.set_xlabel("training step")

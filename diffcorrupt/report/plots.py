@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullLocator, PercentFormatter, ScalarFormatter  # noqa: E402
 
 from diffcorrupt.report.equal_score import TRADED_SCORES  # noqa: E402
+from diffcorrupt.report.figures import distinct_colours  # noqa: E402
 from diffcorrupt.report.tables import (  # noqa: E402
     METRIC_NAMES, Row, aggregate, best_scale, is_clean, metric_value, primary_metric, setting_label)
 
@@ -63,6 +64,7 @@ def save_lines(path: pathlib.Path, lines: Lines, xlabel: str, ylabel: str, title
     if len({x for points in lines.values() for x, _, _ in points}) < 2:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    distinct_colours(ax, len(set(lines) - dashed))
     colour = None
     for label, points in lines.items():
         xs, ys, stds = zip(*sorted(points, key=lambda point: point[0]))
@@ -152,6 +154,7 @@ def _trade_off(path: pathlib.Path, network: str, aggregated: Sequence[Row], x: s
     if max((len(rows) for rows in series.values()), default=0) < 2:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    distinct_colours(ax, len(series))
     for label, rows in series.items():
         rows = sorted(rows, key=lambda r: r["cfg_scale"])
         spread = [[metric_value(r, f"{m}_std") or 0.0 for r in rows] for m in (x, y)]
