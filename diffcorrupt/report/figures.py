@@ -64,7 +64,7 @@ def save_image_grid(path: pathlib.Path, images: np.ndarray, titles: Sequence[str
     plt.close(fig)
 
 
-def distinct_colours(ax, count: int) -> None:
+def distinct_colours(ax: plt.Axes, count: int) -> None:
     """Past 10 lines matplotlib's default palette repeats, and two runs or settings of one figure would share a
     colour (the memorization grid draws 12 settings in one); tab20 keeps up to 20 apart. Up to 10 the default
     stays."""
