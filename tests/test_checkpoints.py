@@ -4,6 +4,7 @@ compatibility check, and storage failures as one-sentence errors."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import pathlib
@@ -16,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from orbax.checkpoint._src.metadata.checkpoint import _MetadataStoreImpl  # where a failed metadata write starts
+from orbax.checkpoint._src.futures import future as orbax_future  # the threads orbax writes in
 
 from diffcorrupt.config.schema import base_config
 from diffcorrupt.errors import ConfigError, UserError
@@ -257,6 +259,30 @@ def test_failed_async_save_surfaces_from_wait(tmp_path, config, monkeypatch):
     target = {"x": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=NamedSharding(_mesh(1), P()))}
     restored, step = Checkpointer(tmp_path, every_steps=1, keep=1).restore(target)
     assert step == 1 and np.array_equal(restored["x"], state["x"])
+
+
+def test_a_failed_save_is_raised_once_orbax_s_other_writers_have_ended(tmp_path, config, monkeypatch, caplog):
+    """orbax stops waiting at the first write that fails while its other writers go on and fail a moment later:
+    the run's sentence waits for them, so that what they log comes before it rather than after."""
+    state = {"x": jnp.arange(4.0)}
+    ckpt = Checkpointer(tmp_path, every_steps=1, keep=1, async_save=True)
+    original = ocp.StandardCheckpointHandler.async_save
+
+    async def slow_writer():
+        await asyncio.sleep(1.0)
+        raise OSError(errno.ENOSPC, "No space left on device", "the slower writer's file")
+
+    async def failing(self, *args, **kwargs):
+        slower = orbax_future.CommitFuture(slow_writer(), name="slower_writer")
+        return list(await original(self, *args, **kwargs) or []) + [_DiskFull(), slower]
+
+    monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", failing)
+    assert ckpt.save(1, state, config)
+    with caplog.at_level(logging.ERROR), pytest.raises(UserError, match="step 1 .*No space left on device"):
+        ckpt.wait()
+    assert any("the slower writer's file" in record.getMessage() for record in caplog.records)
+    monkeypatch.undo()
+    ckpt.close()
 
 
 def _read_only_from(step: int):

@@ -74,7 +74,7 @@ def _storage_failure_contract(result, cause, steps):
     if steps is not None:
         assert result["rerun_rc"] == 0 and result["rerun_tracebacks"] == 0
         assert (result["rerun_first_step"], result["rerun_last_step"]) == (max(result["earlier_checkpoints"]), steps)
-    assert result["tracebacks"] == 0 and result["sentence_is_last_line"]  # the sentence, alone, last
+    assert result["tracebacks"] == 0 and result["sentence_is_last_line"], result["after_sentence"]  # alone, last
 
 
 def test_disk_full_during_a_save_is_one_sentence_and_the_rerun_resumes(tmp_path, compile_cache, reader):

@@ -478,8 +478,11 @@ def _job_error(job: Job) -> tuple[str, bool]:
 
 def _failed_save(job: Job) -> dict[str, Any]:
     """How a job that hit a storage failure ended: its exit status, the job's error sentence (and
-    whether it is stderr's last line, as a user reads it), the step named, the tracebacks around it."""
+    whether it is stderr's last line, as a user reads it, else what follows it), the step named, the
+    tracebacks around it."""
     message, last = _job_error(job)
+    lines = [line for line in job.stderr.splitlines() if line.strip()]
+    after = lines[len(lines) - lines[::-1].index(message):] if message in lines else lines
     step = None
     if "saving the checkpoint of step " in message:
         step = int(message.split("saving the checkpoint of step ", 1)[1].split()[0])
@@ -487,6 +490,7 @@ def _failed_save(job: Job) -> dict[str, Any]:
             "one_sentence": message.startswith("diffcorrupt train: error: saving ")
             and "the earlier checkpoints there are intact" in message,
             "sentence_is_last_line": last,
+            "after_sentence": after[-20:],
             "tracebacks": tracebacks(job.stderr)}
 
 
@@ -556,7 +560,7 @@ def _turn_read_only(job: Job, workdir: Path, ro_after: int) -> tuple[dict[str, A
         except RuntimeError:
             failed = {"rc": None, "message": "still running 300 s after the workdir turned read-only (killed)",
                       "failed_step": None, "tracebacks": tracebacks(job.stderr), "one_sentence": False,
-                      "sentence_is_last_line": False}
+                      "sentence_is_last_line": False, "after_sentence": []}
         return failed, step_dirs(workdir), made_read_only_at
     finally:
         _umount(workdir)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, TypeVar
@@ -209,6 +210,7 @@ class Checkpointer:
         if error is None:
             raise err
         self._failed = True
+        _let_writers_finish()
         raise error from err
 
     def _newest_readable(self, steps: list[int], read: Callable[[int], T]) -> tuple[int, T] | None:
@@ -268,6 +270,17 @@ def _writable_directory(directory: Path) -> Path:
             f"cannot write checkpoints to {directory} ({err.strerror or err}); pass a --workdir on a writable disk"
         ) from None
     return directory
+
+
+def _let_writers_finish(timeout_s: float = 60.0) -> None:
+    """Waits for orbax's writer threads still running after a failed save. orbax stops waiting at the
+    first item write that fails, while the others (the metadata writer waits on that same write) fail
+    a moment later and log it: joined here, their lines come before the run's one sentence, not after."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and type(thread).__module__.startswith("orbax."):
+            # threading's own join: orbax's re-raises the thread's failure, which is already being raised
+            threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
 
 
 def _all_processes(ok: bool) -> bool:
