@@ -16,7 +16,8 @@ runs them on the pod in turn, or submits them chained by ``--dependency=afterok`
 it covers the whole grid. ``--config.<key>=<value>`` applies to every run (e.g. data.data_dir). The
 grids are listed in diffcorrupt/sweeps/grids.py; a ``.py`` file defining ``GRID`` works too. Run it
 from the repository root: grid configs, launch scripts and committed rows are named relative to it.
-Rerun a SLURM sweep only once its jobs have ended: it skips finished runs, not queued ones.
+Rerun a SLURM sweep only once its jobs have ended: it skips finished runs, not queued ones. SIGTERM
+stops a local sweep: a run training saves its checkpoint first, and nothing after it starts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import shlex
+import signal
 import sys
 from typing import Sequence
 
@@ -67,10 +69,12 @@ def main(argv: list[str]) -> int:
     steps = plan(runs, root, finished=finished, report=flags.report, report_flags=grid.report, rows=rows)
     sbatch_args = shlex.split(flags.sbatch_args)
     if flags.launcher == "local" and not flags.dry_run:
-        run_here(run_side_by_side(steps, flags.parallel, root / "logs") if flags.parallel > 1 else steps)
+        to_run = run_side_by_side(steps, flags.parallel, root / "logs") if flags.parallel > 1 else steps
+        finished_all = run_here(to_run)
         print(json.dumps({"grid": grid.name, "root": str(root), "runs": len(runs), "skipped": list(finished),
                           "trained": [s.label for s in steps if s.job == "train" and not s.skip],
-                          "report": str(root / "report") if flags.report else None}), flush=True)
+                          "report": str(root / "report") if flags.report else None,
+                          "preempted": not finished_all}), flush=True)
     elif flags.submit:
         print(json.dumps({"grid": grid.name, "root": str(root), "submitted": submit(steps, flags.launcher, sbatch_args)}),
               flush=True)
@@ -100,18 +104,46 @@ def finished_step(run: Run, config: ml_collections.ConfigDict) -> int | None:
     return max(steps)
 
 
-def run_here(steps: Sequence[Step]) -> None:
-    """The steps in order in this process, through the jobs' own entry points (flags and all)."""
+def run_here(steps: Sequence[Step]) -> bool:
+    """The steps in order in this process, through the jobs' own entry points (flags and all); False
+    when a SIGTERM stopped them."""
     from diffcorrupt import train
     from diffcorrupt.report import job as report
 
     mains = {"train": train.main, "report": report.main}
-    for step in steps:
-        if step.skip:
-            logging.info("sweep: skipped, %s", step.skip)
-            continue
-        logging.info("sweep: %s %s", step.job, step.label)
-        mains[step.job](list(step.args))
+    sigterm = _Sigterm()
+    previous = signal.signal(signal.SIGTERM, sigterm)
+    try:
+        for step in steps:
+            if step.skip:
+                logging.info("sweep: skipped, %s", step.skip)
+                continue
+            logging.info("sweep: %s %s", step.job, step.label)
+            sigterm.training = step.job == "train"
+            mains[step.job](list(step.args))
+            sigterm.training = False
+            if sigterm.received:
+                logging.warning("sweep: SIGTERM: %s saved its checkpoint and the sweep stops here; run the same "
+                                "command again to go on", step.label)
+                return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return True
+
+
+class _Sigterm:
+    """A local sweep's SIGTERM handler. During a train step the training loop's own handler takes the
+    notice (to save the current step) and passes it on here, so the sweep stops once that step returns;
+    during any other step the sweep stops at once, as it would without a handler."""
+
+    def __init__(self):
+        self.received = False
+        self.training = False
+
+    def __call__(self, signum: int, frame) -> None:
+        self.received = True
+        if not self.training:
+            raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,43 @@ def test_local_sweep_trains_then_skips_finished_runs(tmp_path, capsys, monkeypat
     one_sentence(err, "is finished but was trained with other settings", "model.cep.kind")
 
 
+def test_sigterm_stops_a_local_sweep_once_the_run_training_has_saved(tmp_path, capsys, monkeypatch):
+    """A scheduler's cancel mid-run: the run saves the step it is on, and neither its report nor the next run
+    starts; cancelled again during the report, the sweep stops there."""
+    from diffcorrupt.training import loop
+
+    batches, reports, real_batch = [], [], loop.model_batch
+
+    def model_batch(*args):
+        batches.append(args)
+        if len(batches) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_batch(*args)
+
+    def report_cancelled(argv):
+        reports.append(argv)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "model_batch", model_batch)
+    monkeypatch.setattr("diffcorrupt.report.job.main", report_cancelled)
+    grid_file = tmp_path / "tiny_grid.py"
+    grid_file.write_text(TINY)
+    root = tmp_path / "sw"
+    handler = signal.getsignal(signal.SIGTERM)
+    status, out = run_sweep(capsys, f"--grid={grid_file}", f"--root={root}", "--report")
+    assert status == 0 and json.loads(out.strip().splitlines()[-1])["preempted"]
+    assert sorted(p.name for p in (root / "ratio0_seed0" / "checkpoints").iterdir()) == ["2"]
+    assert reports == [] and not (root / "ratio0.1_seed0" / "checkpoints").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler
+
+    with pytest.raises(SystemExit) as stopped:  # both trained (the first resumed); the first report is cancelled
+        sweep.main([f"--grid={grid_file}", f"--root={root}", "--report"])
+    assert stopped.value.code == 128 + signal.SIGTERM and len(reports) == 1
+    for name in ("ratio0_seed0", "ratio0.1_seed0"):
+        assert "4" in {p.name for p in (root / name / "checkpoints").iterdir()}
+    assert signal.getsignal(signal.SIGTERM) == handler
+
+
 def test_cores_are_shared_out_in_contiguous_even_shares():
     assert core_shares([0, 1], 2) == [(0,), (1,)]
     assert core_shares(list(range(16)), 3) == [tuple(range(6)), tuple(range(6, 11)), tuple(range(11, 16))]

@@ -53,6 +53,8 @@ class Preemption:
     def _handle(self, signum, frame) -> None:
         logging.warning("SIGTERM received: saving a checkpoint of the current step, then stopping")
         self.requested = True
+        if callable(self._previous):  # a caller's handler (a local sweep's) hears the notice too
+            self._previous(signum, frame)
 
     def reached(self, step: int) -> bool:
         """Whether to stop after ``step``; every process calls it at every step."""
